@@ -1,0 +1,39 @@
+# MiniALBERT pipeline: teacher + corpus -> tokens -> distilled students -> fine-tuning -> summary.
+#   snakemake --cores all                               # embedded offline default (config/config.yaml)
+#   snakemake --cores all --configfile config/paper.yaml
+#   snakemake --profile profiles/slurm ...              # the same rules on a SLURM cluster
+# Rules only wire files to `minialbert <stage>`; the package does the work.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    student="|".join(map(re.escape, STUDENTS)) if STUDENTS else "NO_STUDENT",
+    model="|".join(map(re.escape, ["teacher", *STUDENTS])),
+    task="|".join(map(re.escape, TASKS)),
+    mode="full|adapter|lora",
+    seed=r"-?\d+",
+
+
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/tokenize.smk"
+include: "workflow/rules/distill.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        SUMMARY_FILES,
+    default_target: True

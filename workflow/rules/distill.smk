@@ -1,0 +1,26 @@
+# Teacher -> student distillation (GPU rule). `--resume` continues from the run's last checkpoint,
+# so a job killed by a time limit or preemption and retried loses at most `checkpoint_every` steps.
+
+
+rule distill:
+    input:
+        teacher=TEACHER_DIR,
+        tokens=TOKENS_DIR,
+    output:
+        directory("results/distill/{student}"),
+    params:
+        student=student_spec,
+        spec=as_json(config["distill"]),
+        launcher=distill_launcher,
+        fail=fail_once("distill"),
+    log:
+        "logs/distill/{student}.log",
+    threads: rule_threads("distill")
+    resources:
+        mem_mb=lambda wc, attempt: rule_resources("distill")["mem_mb"] * attempt,
+        runtime=rule_resources("distill")["runtime"],
+        gpu=rule_resources("distill")["gpus"],
+    shell:
+        "{params.fail}{params.launcher} distill --teacher {input.teacher:q} --tokens {input.tokens:q} "
+        "--student-spec {params.student:q} --spec {params.spec:q} --out {output:q} --resume "
+        "> {log:q} 2>&1"
