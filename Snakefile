@@ -9,7 +9,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A --configfile replaces the embedded default rather than merging into it (the paper configs share
+# no task with it); `--config key=value` still overrides single keys of whichever config is used.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

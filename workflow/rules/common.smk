@@ -64,9 +64,18 @@ def modes_for(model):
     return [m for m in FT["modes"] if not (model == "teacher" and m == "adapter")]
 
 
-def learning_rates(mode):
-    lrs = FT["learning_rates"]
+# The sweep (learning rates, seeds) belongs to the workflow; every other per-task key is a
+# setting of the fine-tuning job itself.
+SWEEP_KEYS = ("learning_rates", "seeds")
+
+
+def learning_rates(mode, task):
+    lrs = FT["per_task"].get(task, {}).get("learning_rates", FT["learning_rates"])
     return lrs if isinstance(lrs, list) else lrs.get(mode, [])
+
+
+def seeds(task):
+    return FT["per_task"].get(task, {}).get("seeds", FT["seeds"])
 
 
 def lr_tag(lr):
@@ -74,7 +83,8 @@ def lr_tag(lr):
 
 
 def finetune_settings(task):
-    return {**FT["settings"], **FT["per_task"].get(task, {})}
+    overrides = {k: v for k, v in FT["per_task"].get(task, {}).items() if k not in SWEEP_KEYS}
+    return {**FT["settings"], **overrides}
 
 
 def finetune_metrics():
@@ -83,8 +93,8 @@ def finetune_metrics():
         for model in FT["models"]
         for task in TASKS
         for mode in modes_for(model)
-        for lr in learning_rates(mode)
-        for seed in FT["seeds"]
+        for lr in learning_rates(mode, task)
+        for seed in seeds(task)
     ]
 
 
