@@ -1,0 +1,180 @@
+"""The Snakemake workflow: config validation, lint, dry runs, and one real run of the whole DAG.
+
+The real run uses tests/config/tiny.yaml (the packaged teacher and data, cut down) in a temporary
+copy of the workflow, so it exercises every rule and the package CLI exactly as `make run` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORKFLOW_FILES = ["Snakefile", "workflow", "config", "tests/config"]
+
+
+def copy_workflow(dest: Path) -> Path:
+    for item in WORKFLOW_FILES:
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dest / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / item)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run (empty when there is nothing to do)."""
+    counts = {}
+    block = output.split("Job stats:", 1)
+    if len(block) < 2:
+        return counts
+    for line in block[1].splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    counts.pop("total", None)
+    return counts
+
+
+def write_config(path: Path, base: Path, **changes) -> Path:
+    config = yaml.safe_load(base.read_text())
+    for dotted, value in changes.items():
+        node = config
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# --- fast checks: no job runs -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("configfile", [None, "config/paper.yaml", "config/biomed.yaml", "tests/config/tiny.yaml"])
+def test_configs_validate_and_dry_run(configfile):
+    args = ["-n", "--quiet", "rules"] + (["--configfile", configfile] if configfile else [])
+    proc = snakemake(REPO, *args)
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts.get("finetune", 0) > 0 and counts.get("aggregate") == 1, proc.stdout[-2000:]
+
+
+def test_paper_config_has_the_reference_recipe():
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    assert paper["distill"]["weights"] == {"mlm": 1.0, "kd": 5.0, "att": 3.0, "hid": 3.0}
+    assert paper["distill"]["lr"] == 5e-4 and paper["distill"]["warmup_steps"] == 5000
+    assert paper["distill"]["batch_size"] * paper["resources"]["distill"]["gpus"] == 192
+    assert paper["distill"]["layer_map"] == [1, 3, 5, 7, 9, 11]
+    assert paper["finetune"]["learning_rates"] == [5e-5, 5e-4, 1e-3]
+    assert set(paper["tasks"]) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"}
+
+
+def test_lint_is_clean_apart_from_conda():
+    proc = snakemake(REPO, "--lint", check=False)
+    lints = set(re.findall(r"^\s*\* (.+?):?$", proc.stdout + proc.stderr, flags=re.M))
+    assert lints <= {"Specify a conda environment or container for each rule."}, lints
+
+
+def test_unknown_config_key_is_rejected(tmp_path):
+    bad = write_config(tmp_path / "bad.yaml", REPO / "tests/config/tiny.yaml", **{"distill.stepz": 3})
+    proc = snakemake(REPO, "-n", "--configfile", str(bad), check=False)
+    assert proc.returncode != 0
+    assert "stepz" in proc.stdout + proc.stderr
+
+
+def test_kd_with_headless_teacher_is_rejected(tmp_path):
+    bad = write_config(tmp_path / "kd.yaml", REPO / "tests/config/tiny.yaml", **{"distill.weights": {"kd": 5.0}})
+    proc = snakemake(REPO, "-n", "--configfile", str(bad), check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "distill.weights.kd" in out and "MLM head" in out
+
+
+def test_finetune_model_must_exist(tmp_path):
+    bad = write_config(tmp_path / "m.yaml", REPO / "tests/config/tiny.yaml", **{"finetune.models": ["teacher", "nobody"]})
+    proc = snakemake(REPO, "-n", "--configfile", str(bad), check=False)
+    assert proc.returncode != 0 and "finetune.models[1]" in proc.stdout + proc.stderr
+
+
+# --- one real run of the whole DAG --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = copy_workflow(tmp_path_factory.mktemp("pipeline"))
+    snakemake(work, "--cores", "2", "--configfile", "tests/config/tiny.yaml")
+    return work
+
+
+@pytest.mark.slow
+def test_pipeline_produces_the_summary(tiny_run):
+    summary = tiny_run / "results/summary"
+    for name in ("results.csv", "results.md", "params.csv", "metrics.json", "scores.png"):
+        assert (summary / name).stat().st_size > 0, name
+    assert (summary / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    metrics = json.loads((summary / "metrics.json").read_text())
+    assert set(metrics) == {"bbc_topic", "wnut16"}
+    arms = {"teacher/full", "distilled/full", "distilled/adapter", "random-init/full", "random-init/adapter"}
+    for task, scores in metrics.items():
+        assert set(scores) == arms, task
+        assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+    table = (summary / "results.md").read_text()
+    assert "| distilled | adapter |" in table and "| random-init | full |" in table
+
+    # every fine-tuning job wrote its metrics; the adapter arm trains fewer parameters than full
+    run = json.loads((tiny_run / "results/finetune/distilled/bbc_topic/adapter/lr0.001/seed1/metrics.json").read_text())
+    full = json.loads((tiny_run / "results/finetune/distilled/bbc_topic/full/lr0.0001/seed1/metrics.json").read_text())
+    assert run["trainable_params"] < full["trainable_params"] == full["total_params"]
+
+    # distilled student: an HF checkpoint in safetensors, with its training log
+    student = tiny_run / "results/distill/distilled"
+    assert (student / "model.safetensors").exists() and (student / "config.json").exists()
+    assert json.loads((student / "config.json").read_text())["model_type"] == "minialbert"
+    assert json.loads((student / "summary.json").read_text())["steps"] == 4
+
+
+@pytest.mark.slow
+def test_rerun_does_nothing(tiny_run):
+    proc = snakemake(tiny_run, "-n", "--configfile", "tests/config/tiny.yaml")
+    assert job_counts(proc.stdout + proc.stderr) == {}, proc.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_changing_a_learning_rate_reruns_only_those_jobs(tiny_run):
+    cfg = write_config(
+        tiny_run / "lr.yaml",
+        tiny_run / "tests/config/tiny.yaml",
+        **{"finetune.learning_rates": {"full": [1e-4], "adapter": [5e-4]}},
+    )
+    proc = snakemake(tiny_run, "-n", "--configfile", str(cfg))
+    # adapter arms: 2 students x 2 tasks; nothing upstream reruns
+    assert job_counts(proc.stdout + proc.stderr) == {"finetune": 4, "aggregate": 1, "all": 1}
