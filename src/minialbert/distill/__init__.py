@@ -1,0 +1,48 @@
+"""`minialbert distill`: teacher -> MiniALBERT student distillation (DESIGN.md s4).
+
+    minialbert distill --teacher DIR --tokens DIR --student-spec JSON --spec JSON --out DIR
+                       [--resume] [--max-steps N]
+
+Modules: `spec` (settings, layer map), `masking` (static-shape dynamic MLM masking), `losses`
+(MLM, KD, ATT, HID), `teacher` (teacher loading and the sparse teacher forward), `engine` (the
+loop), `checkpoint` (atomic resumable state in `<out>.state/`), `distributed` (torchrun / DDP,
+device, precision), `flops` (FLOPs per token, MFU). Heavy imports happen only when the command
+runs, so `minialbert --help` stays fast.
+
+Exit codes: 0 done (also when stopped by `max_minutes` / `--max-steps`: the student trained so
+far is written and the state is kept for `--resume`); 1 user error or non-finite loss (the last
+good checkpoint is kept); 143 SIGTERM (a checkpoint was written; rerun with `--resume`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "distill",
+        help="distil a teacher into a MiniALBERT student (or save an initialised one)",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--teacher", required=True, help="teacher folder (HF model + manifest.json)")
+    p.add_argument("--tokens", default=None,
+                   help="tokenised corpus folder (input_ids.bin, lengths.bin, meta.json); "
+                        "required unless the student spec has distill: false")
+    p.add_argument("--student-spec", required=True,
+                   help='JSON: {"name", "init": teacher|random, "distill": bool, "preset", "overrides": {...}}')
+    p.add_argument("--spec", default="{}", help="JSON: the config's distill section (unknown keys are errors)")
+    p.add_argument("--out", required=True, help="results folder of the student (appears atomically)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out>.state/latest.pt when it exists and matches the settings")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many optimiser steps (the schedule still follows distill.steps)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> None:
+    from .engine import run
+
+    run(teacher=args.teacher, tokens=args.tokens, student_spec=args.student_spec, spec=args.spec, out=args.out,
+        resume=args.resume, max_steps=args.max_steps)
