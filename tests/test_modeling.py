@@ -175,6 +175,12 @@ def test_attention_probabilities_are_pre_dropout_and_differentiable():
     out.attentions[0][:, :, 0, 1].sum().backward()
     assert model.shared_layer.query.weight.grad.abs().sum() > 0
 
+    # under bf16 autocast the maps are still float32 (they feed a KL loss)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.eval()(ids, attention_mask=mask, attention_recursions=[1])
+    assert out.last_hidden_state.dtype == torch.bfloat16 and out.attentions[0].dtype == torch.float32
+    torch.testing.assert_close(out.attentions[0].sum(-1)[0], torch.ones(HEADS, 7))
+
 
 def test_padding_does_not_change_real_tokens():
     torch.manual_seed(0)
@@ -335,6 +341,9 @@ def test_freeze_creates_adapters_on_a_plain_checkpoint(tmp_path):
 def test_save_and_auto_load_round_trip(tmp_path):
     torch.manual_seed(0)
     model = MiniAlbertForSequenceClassification(tiny(num_labels=3, id2label={0: "a", 1: "b", 2: "c"})).eval()
+    with torch.no_grad():  # weights that a re-initialisation on load would overwrite
+        model.minialbert.att_adapters[0].up.weight.normal_()
+        model.minialbert.embeddings.word_embeddings.weight[0].normal_()
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "minialbert"

@@ -19,12 +19,14 @@ Adapters sit on the residual stream *in front of* each shared block: the adapter
 the block's input and the block's residual branch, so it steers what the shared weights see in
 each recursion without touching them. Adapter(x) = LayerNorm(x + Up(GELU(Down(x)))), bottleneck
 H // adapter_reduction_factor, 2N adapters, none shared. `Up` starts at zero, so at initialisation
-Adapter(x) = LayerNorm(x): an identity on states that are already layer-normalised with unit gain
-and zero shift (every recursion after the first, at random init), and a plain normalisation of the
-projector output in recursion 0. `use_adapters=False` gives a plain recursive ALBERT.
+Adapter(x) = LayerNorm(x): at random init an identity (up to eps) on every adapter input except the
+first, which are outputs of unit-gain, zero-shift LayerNorms, and a plain normalisation of the
+projector output for att_adapters[0]. (`teacher_init` sets the adapters' LayerNorms to keep this
+near-identity for teacher weights.) `use_adapters=False` gives a plain recursive ALBERT.
 """
 
 import math
+import numbers
 from dataclasses import fields
 
 import torch
@@ -231,19 +233,20 @@ class MiniAlbertSharedLayer(nn.Module):
         """Self-attention + residual + LayerNorm.
 
         key_mask: bool (B, 1, 1, T), True where a key may be attended to, or None.
-        Returns (output, probs); probs are the PRE-dropout attention probabilities (B, heads, T, T)
-        when `return_probs`, else None. Only then (or with `eager`) are they materialised; the
+        Returns (output, probs); probs are the PRE-dropout attention probabilities (B, heads, T, T,
+        float32) when `return_probs`, else None. Only then (or with `eager`) are they materialised; the
         normal path is fused `scaled_dot_product_attention`.
         """
         q, k, v = (self._heads(proj(hidden_states)) for proj in (self.query, self.key, self.value))
         dropout_p = self.attention_dropout if self.training else 0.0
         probs = None
         if return_probs or eager:
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            # softmax in float32: under bf16 autocast the maps feed a KL loss and need the precision
+            scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(self.head_dim)
             if key_mask is not None:
                 scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
             probs = scores.softmax(dim=-1)
-            context = F.dropout(probs, dropout_p, self.training) @ v
+            context = F.dropout(probs, dropout_p, self.training).to(v.dtype) @ v
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
         context = context.transpose(1, 2).flatten(2)
@@ -356,7 +359,7 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
         output_hidden_states: return N + 1 states; index 0 is the projector output, i the output
             of recursion i.
         attention_recursions: 0-based recursion indices whose pre-dropout attention probabilities
-            (B, heads, T, T) are returned in `attentions`, in the given order; they are computed
+            (B, heads, T, T; float32) are returned in `attentions`, in the given order; computed
             eagerly (softmax(QK^T / sqrt(d) + mask), differentiable) only for those recursions.
         output_attentions: shorthand for all recursions.
         """
@@ -370,7 +373,7 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
         wanted = set()
         if attention_recursions is not None:
             attention_recursions = list(attention_recursions)
-            bad = [i for i in attention_recursions if not (isinstance(i, int) and 0 <= i < n)]
+            bad = [i for i in attention_recursions if not (isinstance(i, numbers.Integral) and 0 <= i < n)]
             if bad:
                 raise ValueError(f"attention_recursions {bad} out of range: this model has {n} recursions")
             wanted = set(attention_recursions)
