@@ -249,3 +249,84 @@ def test_download_corpus_errors(tmp_path, capsys):
     with pytest.raises(KeyError, match="no field 'body'"):
         download_corpus({**spec, "text_field": "body"}, tmp_path / "o2")
     assert not (tmp_path / "o2").exists()
+
+
+# ------------------------------------------------------------- hf sources, with the hub mocked out
+
+
+class _FakeHfApi:
+    def __init__(self, files=(), sha="c0ffee" * 6 + "abcd"):
+        self._files, self._sha = list(files), sha
+        self.calls = []
+
+    def model_info(self, repo_id, revision=None):
+        self.calls.append(("model_info", repo_id, revision))
+        siblings = [type("S", (), {"rfilename": f})() for f in self._files]
+        return type("Info", (), {"sha": self._sha, "siblings": siblings})()
+
+    def dataset_info(self, repo_id, revision=None):
+        self.calls.append(("dataset_info", repo_id, revision))
+        return type("Info", (), {"sha": self._sha})()
+
+
+def test_download_teacher_hf_wiring(tmp_path, monkeypatch, teacher_package_dir):
+    import fnmatch
+
+    import huggingface_hub
+
+    files = sorted(p.name for p in teacher_package_dir.iterdir() if p.is_file()) + ["pytorch_model.bin"]
+    api = _FakeHfApi(files)
+    seen = {}
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, local_dir=None, **kw):
+        seen.update(repo_id=repo_id, revision=revision, allow_patterns=allow_patterns, kw=kw)
+        Path(local_dir).mkdir(parents=True)
+        for name in files:
+            if (teacher_package_dir / name).is_file() and any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                (Path(local_dir) / name).write_bytes((teacher_package_dir / name).read_bytes())
+        return local_dir
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: api)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    spec = {"source": "hf", "repo_id": "sentence-transformers/all-MiniLM-L6-v2", "revision": "main",
+            "sha256": TEACHER_SHA}
+    manifest = download_teacher(spec, tmp_path / "t")
+    assert api.calls == [("model_info", spec["repo_id"], "main")]
+    assert seen["repo_id"] == spec["repo_id"] and seen["revision"] == api._sha  # pinned commit
+    assert "model.safetensors" in seen["allow_patterns"] and "pytorch_model.bin" not in seen["allow_patterns"]
+    assert not any("trust_remote_code" in k for k in seen["kw"])
+    assert manifest["resolved_revision"] == api._sha and manifest["sha256"] == TEACHER_SHA
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [
+        "config.json", "manifest.json", "model.safetensors", "special_tokens_map.json",
+        "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
+
+
+def test_download_corpus_hf_wiring(tmp_path, monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    api = _FakeHfApi()
+    seen = {}
+    rows = [{"id": "1", "title": "Anarchism", "text": "Anarchism is a political philosophy."},
+            {"id": "2", "title": "Blank", "text": ""},
+            {"id": "3", "title": "Autism", "text": "Autism is a condition."},
+            {"id": "4", "title": "Never read", "text": "max_docs stops before this."}]
+
+    def fake_load_dataset(path, name=None, split=None, revision=None, streaming=False, **kw):
+        seen.update(path=path, name=name, split=split, revision=revision, streaming=streaming, kw=kw)
+        return iter(rows)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: api)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    spec = {"name": "wikipedia-en", "source": "hf", "format": "hf", "hf_id": "wikimedia/wikipedia",
+            "hf_config": "20231101.en", "split": "train", "revision": "main", "text_field": "text",
+            "title_field": "title", "max_docs": 2}
+    manifest = download_corpus(spec, tmp_path / "c")
+    assert seen == {"path": "wikimedia/wikipedia", "name": "20231101.en", "split": "train",
+                    "revision": api._sha, "streaming": True, "kw": {}}
+    assert read_docs(tmp_path / "c") == [
+        {"id": "1", "text": "Anarchism.\nAnarchism is a political philosophy."},
+        {"id": "3", "text": "Autism.\nAutism is a condition."}]
+    assert manifest["resolved_revision"] == api._sha and manifest["source"]["revision"] == "main"
+    with pytest.raises(ValueError, match="hf_id"):
+        download_corpus({"source": "hf"}, tmp_path / "c2")

@@ -39,6 +39,14 @@ SPECIAL_ROLES = {
 # the teacher's tokenizer
 
 
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_teacher_tokenizer(teacher_dir: str | Path):
     """(tokenizers.Tokenizer without truncation/padding, the file it came from).
 
@@ -117,11 +125,14 @@ def special_token_ids(tokenizer, teacher_dir: str | Path) -> dict[str, Any]:
     return ids
 
 
-def tokenizer_info(teacher_dir: str | Path) -> dict[str, Any]:
-    """Everything meta.json records about the tokenizer (vocab size and hash, special ids, file)."""
-    from .sources import sha256_file
-
-    tok, tok_file = load_teacher_tokenizer(teacher_dir)
+def tokenizer_info(teacher_dir: str | Path, tok=None) -> dict[str, Any]:
+    """Everything meta.json records about the tokenizer (vocab size and hash, special ids, file);
+    `tok` is the already loaded tokenizer of `teacher_dir`, if any."""
+    if tok is None:
+        tok, tok_file = load_teacher_tokenizer(teacher_dir)
+    else:
+        tok_file = Path(teacher_dir) / "tokenizer.json"
+        tok_file = tok_file if tok_file.is_file() else Path(teacher_dir) / "vocab.txt"
     vocab = tok.get_vocab(with_added_tokens=True)
     info = {
         "vocab_size": max(vocab.values()) + 1,

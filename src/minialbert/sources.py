@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .atomic import staged_dir, write_json
+from .data import sha256_file  # noqa: F401  (re-exported: the teacher checksum helper)
 
 # ----------------------------------------------------------------------------------------------
 # spec handling (shared with tokenization.py)
@@ -158,14 +159,6 @@ def _apply_known_defaults(raw_text: str | dict | None, spec: dict) -> dict:
     return spec
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _copy_hashed(src: Path, dst: Path, chunk: int = 1 << 22) -> str:
     """Copy `src` to `dst` and return the sha256 of the bytes written."""
     digest = hashlib.sha256()
@@ -227,11 +220,14 @@ def parse_teacher_spec(text: str | dict | None) -> dict:
     return spec
 
 
-def _hf_snapshot(spec: dict, dest: Path) -> Path:
-    """Download config, weights (safetensors preferred) and tokenizer files; never any code."""
+def _hf_snapshot(spec: dict, dest: Path) -> tuple[Path, str | None]:
+    """Download config, weights (safetensors preferred) and tokenizer files of the resolved
+    commit; never any code. Returns (folder, resolved commit sha)."""
     from huggingface_hub import HfApi, snapshot_download  # lazy: needs the network
 
-    files = set(HfApi().list_repo_files(spec["repo_id"], revision=spec["revision"]))
+    info = HfApi().model_info(spec["repo_id"], revision=spec["revision"])
+    commit = getattr(info, "sha", None)
+    files = {s.rfilename for s in (getattr(info, "siblings", None) or [])}
     if "model.safetensors" in files:
         weights = ["model.safetensors"]
     elif "model.safetensors.index.json" in files:
@@ -247,9 +243,10 @@ def _hf_snapshot(spec: dict, dest: Path) -> Path:
         )
     patterns = ["config.json", *TOKENIZER_FILES, *weights]
     path = snapshot_download(
-        repo_id=spec["repo_id"], revision=spec["revision"], allow_patterns=patterns, local_dir=dest
+        repo_id=spec["repo_id"], revision=commit or spec["revision"], allow_patterns=patterns,
+        local_dir=str(dest),
     )
-    return Path(path)
+    return Path(path), commit
 
 
 def _find_weights(folder: Path) -> tuple[str, list[Path]]:
@@ -332,8 +329,9 @@ def download_teacher(spec_text: str | dict | None, out: str | Path) -> dict:
     spec = parse_teacher_spec(spec_text)
     out = Path(out)
     with staged_dir(out) as tmp:
+        resolved = None
         if spec["source"] == "hf":
-            src = _hf_snapshot(spec, tmp / ".download")
+            src, resolved = _hf_snapshot(spec, tmp / ".download")
             where = f"hub repo {spec['repo_id']!r}"
         else:
             src = _resolve_local(spec, "teacher")
@@ -393,6 +391,7 @@ def download_teacher(spec_text: str | dict | None, out: str | Path) -> dict:
             "name": spec["name"],
             "source": spec["source"],
             "spec": spec,
+            "resolved_revision": resolved,
             "sha256": model_sha,
             "source_weights": {
                 "files": [p.name for p in weight_files],
@@ -607,7 +606,7 @@ def _iter_hf(spec: dict) -> Iterator[tuple[str, str]]:
     except ImportError:
         raise FileNotFoundError("the 'datasets' package is needed for corpus source 'hf'") from None
     ds = datasets.load_dataset(
-        spec["hf_id"], spec["hf_config"], split=spec["split"], revision=spec["revision"],
+        spec["hf_id"], name=spec["hf_config"], split=spec["split"], revision=spec["revision"],
         streaming=True,
     )
     for i, row in enumerate(ds):
@@ -671,8 +670,15 @@ def download_corpus(spec_text: str | dict | None, out: str | Path) -> dict:
     out = Path(out)
     decode = _Decoder(spec["encoding"], spec["fallback_encoding"])
     n_empty = 0
+    resolved = None
+    if spec["source"] == "hf":
+        # pin the dataset commit so the manifest says exactly what was read
+        from huggingface_hub import HfApi  # lazy: needs the network
+
+        resolved = getattr(HfApi().dataset_info(spec["hf_id"], revision=spec["revision"]), "sha", None)
+    read_spec = {**spec, "revision": resolved or spec["revision"]}
     with staged_dir(out) as tmp:
-        docs, where = iter_corpus(spec, decode)
+        docs, where = iter_corpus(read_spec, decode)
         writer = ShardWriter(tmp, spec["shard_docs"])
         try:
             for doc_id, text in docs:
@@ -696,6 +702,7 @@ def download_corpus(spec_text: str | dict | None, out: str | Path) -> dict:
         manifest = {
             "name": spec["name"],
             "source": spec,
+            "resolved_revision": resolved,
             "n_docs": writer.n_docs,
             "n_shards": len(writer.shards),
             "n_chars": writer.n_chars,

@@ -112,9 +112,16 @@ def make_windows(
 # per-process state and the unit of work (one batch of documents)
 
 _STATE: dict[str, Any] = {}
+# Set once this process has used the Rust thread pool: a forked child must not use it then (the
+# pool's threads do not survive a fork), so workers get one tokenizer thread each.
+_RUST_POOL_USED = False
 
 
-def _setup(teacher_dir: str, params: dict, threads: int | None) -> None:
+def _rust_parallelism_on() -> bool:
+    return os.environ.get("TOKENIZERS_PARALLELISM", "true").strip().lower() not in ("false", "0", "off", "no", "")
+
+
+def _setup(teacher_dir: str, params: dict, threads: int | None, tok=None) -> None:
     """Load the tokenizer into this process; `threads` sets the Rust thread count (None: as is)."""
     if threads is not None:
         if threads <= 1:
@@ -122,7 +129,8 @@ def _setup(teacher_dir: str, params: dict, threads: int | None) -> None:
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = "true"
             os.environ["RAYON_NUM_THREADS"] = str(threads)
-    tok, _ = load_teacher_tokenizer(teacher_dir)
+    if tok is None:
+        tok, _ = load_teacher_tokenizer(teacher_dir)
     _STATE.update(tok=tok, params=params, teacher=teacher_dir)
 
 
@@ -151,8 +159,17 @@ def _encode_batch(texts: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, i
     return windows, lengths, stats
 
 
+def corpus_shards(corpus: Path) -> list[Path]:
+    """The corpus shards in order (by shard number, so shard-100000 comes after shard-99999)."""
+    def number(p: Path) -> tuple[int, str]:
+        digits = p.name[len("shard-"):-len(".jsonl")]
+        return (int(digits) if digits.isdigit() else -1, p.name)
+
+    return sorted(corpus.glob("shard-*.jsonl"), key=number)
+
+
 def _read_batches(corpus: Path, batch_docs: int) -> Iterator[list[str]]:
-    shards = sorted(corpus.glob("shard-*.jsonl"))
+    shards = corpus_shards(corpus)
     batch: list[str] = []
     for shard in shards:
         with open(shard, encoding="utf-8") as fh:
@@ -174,14 +191,17 @@ def _read_batches(corpus: Path, batch_docs: int) -> Iterator[list[str]]:
 
 
 def _results_serial(batches: Iterator[list[str]]):
-    """Encode in this process (Rust threads on all cores) on one helper thread, so reading and
-    writing overlap with encoding (the tokenizer releases the GIL); results in input order."""
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tokenize") as pool:
+    """Encode in this process (Rust threads on all cores) on two helper threads, so reading,
+    converting and writing overlap with encoding (the tokenizer releases the GIL); results are
+    yielded in input order."""
+    global _RUST_POOL_USED
+    _RUST_POOL_USED = _RUST_POOL_USED or _rust_parallelism_on()
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="tokenize") as pool:
         pending: collections.deque = collections.deque()
         try:
             for texts in batches:
                 pending.append(pool.submit(_encode_batch, texts))
-                if len(pending) >= 2:
+                if len(pending) >= 3:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
@@ -194,7 +214,7 @@ def _results_parallel(batches: Iterator[list[str]], workers: int, teacher: str, 
     """Process batches in `workers` processes; yields results in input order, bounded in flight."""
     method = "fork" if "fork" in mp.get_all_start_methods() and sys.platform != "darwin" else "spawn"
     ctx = mp.get_context(method)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = 1 if _RUST_POOL_USED else max(1, (os.cpu_count() or 1) // workers)
     with ctx.Pool(workers, initializer=_setup, initargs=(teacher, params, threads)) as pool:
         pending: collections.deque = collections.deque()
         for texts in batches:
@@ -217,8 +237,7 @@ def run_tokenize(
     corpus, teacher, out = Path(corpus), Path(teacher), Path(out)
     if not corpus.is_dir():
         raise FileNotFoundError(f"corpus folder {corpus} does not exist")
-    shards = sorted(corpus.glob("shard-*.jsonl"))
-    if not shards:
+    if not corpus_shards(corpus):
         raise FileNotFoundError(f"corpus folder {corpus} has no shard-*.jsonl files")
     max_pos = _teacher_max_positions(teacher)
     if max_pos is not None and spec["max_length"] > max_pos:
@@ -227,7 +246,8 @@ def run_tokenize(
             f"max_position_embeddings {max_pos} ({teacher / 'config.json'})"
         )
 
-    info = tokenizer_info(teacher)
+    tok, _ = load_teacher_tokenizer(teacher)
+    info = tokenizer_info(teacher, tok)
     if info["vocab_size"] > 2**32:
         raise ValueError(f"vocabulary of {info['vocab_size']} ids does not fit uint32")
     dtype_name = "uint16" if info["vocab_size"] <= 65535 else "uint32"
@@ -241,7 +261,7 @@ def run_tokenize(
     batches = _read_batches(corpus, spec["batch_docs"])
     with staged_dir(out) as tmp:
         if spec["workers"] == 1:
-            _setup(str(teacher), params, None)
+            _setup(str(teacher), params, None, tok)
             results = _results_serial(batches)
         else:
             results = _results_parallel(batches, spec["workers"], str(teacher), params)
