@@ -203,6 +203,22 @@ def loss_sums(net, runner, terms: Terms, ids, am, positions, labels, precision: 
     return sums
 
 
+def forward_backward(fwd, runner, terms: Terms, keys: list[str], x, am, pos, lab, dens: dict[str, float],
+                     precision: str, device, scale: float = 1.0, faults: _Faults | None = None, step: int = -1):
+    """One micro-batch: forward both models, loss = sum_k w_k * sum_k / global_den_k, backward.
+
+    `scale` is the number of processes (DDP averages gradients; the denominators are global).
+    Returns (per-term normalised values [len(keys)], weighted loss), detached, on the device.
+    """
+    sums = loss_sums(fwd, runner, terms, x, am, pos, lab, precision, device, faults=faults, step=step)
+    parts = [sums[k] / dens[k] for k in keys]
+    loss = sum(terms.weights[k] * p for k, p in zip(keys, parts))
+    if faults is not None and step == faults.nan:
+        loss = loss * float("nan")
+    (loss * scale).backward()
+    return torch.stack([p.detach().float() for p in parts]), loss.detach().float()
+
+
 def lr_lambda(warmup: int, total: int):
     def f(step: int) -> float:
         if warmup > 0 and step < warmup:
@@ -216,9 +232,10 @@ def make_optimizer(params_named: list[tuple[str, nn.Parameter]], spec: DistillSp
     no_decay = [p for n, p in params_named if p.requires_grad and p.ndim < 2]  # biases, LayerNorm
     groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     kwargs: dict[str, Any] = {"lr": spec.lr, "betas": (0.9, 0.999), "eps": 1e-6}
-    if device.type == "cuda":
-        kwargs["fused"] = True
-    return torch.optim.AdamW(groups, **kwargs)
+    try:  # the fused kernel (CUDA and CPU): one pass over the parameters, ~5x faster than foreach on CPU
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,7 +596,6 @@ class Trainer:
         b, accum = spec.batch_size, spec.grad_accum
         lo_rank = rt.rank * b
         pin = dev.type == "cuda"
-        w = self.terms.weights
         gnorm = torch.zeros((), device=dev)
         try:
             while self.step < self.stop_at:
@@ -606,16 +622,12 @@ class Trainer:
                     x, m_, pos, lab = (t.to(dev, non_blocking=True) for t in (x, m_, pos, lab))
                     sync = contextlib.nullcontext() if (a == accum - 1 or not rt.distributed) else self.model.no_sync()
                     with sync:
-                        sums = loss_sums(self.fwd, self.runner, self.terms, x, m_, pos, lab, self.precision, dev,
-                                         faults=self.faults if a == 0 else None, step=step)
-                        parts = [sums[k] / dens[k] for k in keys]
-                        loss = sum(w[k] * p for k, p in zip(keys, parts))
-                        if step == self.faults.nan:
-                            loss = loss * float("nan")
-                        (loss * rt.world).backward()
-                    running[:-1] += torch.stack([p.detach().float() for p in parts])
-                    running[-1] += loss.detach().float()
-                    step_loss = step_loss + loss.detach()
+                        parts, loss = forward_backward(self.fwd, self.runner, self.terms, keys, x, m_, pos, lab, dens,
+                                                       self.precision, dev, scale=rt.world,
+                                                       faults=self.faults if a == 0 else None, step=step)
+                    running[:-1] += parts
+                    running[-1] += loss
+                    step_loss = step_loss + loss
                 gnorm = torch.nn.utils.clip_grad_norm_(self.params, spec.grad_clip or float("inf"), foreach=True)
                 ok = torch.isfinite(step_loss) & torch.isfinite(gnorm)
                 self.bad_step = torch.minimum(self.bad_step, torch.where(ok, _BIG, step))
