@@ -122,7 +122,7 @@ def test_download_teacher_files_detects_head_and_converts(tmp_path, fmt, teacher
     manifest = download_teacher({"source": "files", "path": str(src)}, out)
     assert manifest["has_mlm_head"] is True
     assert manifest["source_weights"]["converted"] is (fmt == "bin")
-    assert manifest["tokenizer_json_generated"] is True
+    assert manifest["tokenizer_json_generated"] == {"do_lower_case": True, "do_lower_case_inferred": False}
     from safetensors import safe_open
 
     with safe_open(str(out / "model.safetensors"), "pt") as fh:
@@ -134,6 +134,39 @@ def test_download_teacher_files_detects_head_and_converts(tmp_path, fmt, teacher
     text = "Distillation of BERT into ALBERT, 2004-05! Café"
     assert ours.encode(text).ids == ref.encode(text).ids
     assert vocab_sha256(ours) == vocab_sha256(ref)
+
+
+@pytest.mark.parametrize("cased", [True, False])
+def test_generated_tokenizer_keeps_the_vocab_case(tmp_path, cased, teacher_package_dir):
+    """Old cased checkpoints (BioBERT) ship vocab.txt without tokenizer_config.json: the generated
+    tokenizer must not lower-case a cased vocab (transformers' default would)."""
+    from safetensors.torch import save_file
+    import torch
+
+    from minialbert.data import load_teacher_tokenizer
+
+    src = tmp_path / "src"
+    src.mkdir()
+    words = ["Aspirin", "aspirin", "Heart", "heart", "the", "of", "##s", "."]
+    if not cased:
+        words = sorted({w.lower() for w in words})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    (src / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    cfg = json.loads((teacher_package_dir / "config.json").read_text())
+    cfg.update(vocab_size=len(vocab), num_hidden_layers=1, hidden_size=8, num_attention_heads=2)
+    (src / "config.json").write_text(json.dumps(cfg))
+    save_file({"bert.embeddings.word_embeddings.weight": torch.zeros(len(vocab), 8)}, str(src / "model.safetensors"))
+    manifest = download_teacher({"source": "files", "path": str(src)}, tmp_path / "t")
+    assert manifest["tokenizer_json_generated"] == {"do_lower_case": not cased, "do_lower_case_inferred": True}
+    assert json.loads((tmp_path / "t" / "tokenizer_config.json").read_text())["do_lower_case"] is (not cased)
+    tok, _ = load_teacher_tokenizer(tmp_path / "t")
+    tokens = tok.encode("Aspirin of the Hearts.", add_special_tokens=False).tokens
+    assert tokens == (["Aspirin", "of", "the", "Heart", "##s", "."] if cased
+                      else ["aspirin", "of", "the", "heart", "##s", "."])
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(tmp_path / "t"), local_files_only=True)
+    assert hf.tokenize("Aspirin of the Hearts.") == tokens
 
 
 # ----------------------------------------------------------------------------------------- corpus
