@@ -18,4 +18,4 @@ rule tokenize:
         runtime=rule_resources("tokenize")["runtime"],
     shell:
         "{params.fail}minialbert tokenize --corpus {input.corpus:q} --teacher {input.teacher:q} "
-        "--spec {params.spec:q} --workers {threads} --out {output:q} > {log:q} 2>&1"
+        "--spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
