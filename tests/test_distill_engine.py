@@ -209,6 +209,16 @@ def test_max_steps_then_resume_is_exact_and_a_changed_spec_starts_fresh(tiny, re
     assert s["resumed_from"] is None and s["steps"] == 2
 
 
+def test_max_minutes_stops_cleanly_with_a_checkpoint(tiny, monkeypatch):
+    out = tiny["root"] / "minutes"
+    monkeypatch.setenv(FAULT_ENV, "sleep=0.2")
+    s = run(tiny["teacher"], tiny["tokens"], student_spec(), {**RESUME_SPEC, "max_minutes": 0.01}, out)
+    assert s["stopped_early"] == "max_minutes" and 1 <= s["steps"] < 8 and not s["complete"]
+    assert json.loads((out / "summary.json").read_text())["steps"] == s["steps"]
+    state = torch.load(tiny["root"] / "minutes.state" / "latest.pt", weights_only=True)
+    assert state["step"] == s["steps"] and state["data_position"] == [0, s["steps"] * 4]
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, monkeypatch):
     out = tiny["root"] / "nan"
     monkeypatch.setenv(FAULT_ENV, "nan@4")  # the 5th optimiser step

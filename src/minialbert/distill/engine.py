@@ -533,8 +533,8 @@ class Trainer:
                     if last is not None else "no checkpoint had been written yet")
             raise NonFiniteLossError(
                 f"distill: non-finite loss or gradient at step {first + 1} (precision {self.precision}, "
-                f"lr {self.spec.lr}); the run is stopped and {kept}. Lower distill.lr, raise warmup_steps "
-                f"or use precision fp32, then rerun with --resume")
+                f"lr {self.spec.lr}); the run is stopped and {kept}. Lower distill.lr, raise "
+                f"distill.warmup_steps or set distill.grad_clip / precision fp32 and rerun")
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -739,6 +739,13 @@ class Trainer:
             _print(self.rt, f"step {rec['step']}/{self.stop_at} | loss {rec['loss']:.4f} | {terms} | "
                             f"lr {rec['lr']:.2e} | {rec['tokens_per_second']:,.0f} tok/s")
 
+    def _steady_tps(self) -> float | None:
+        recs = [r for r in self.log if self.resumed_from is None or r["step"] > self.resumed_from][1:]
+        if not recs:
+            return None
+        vals = sorted(r["tokens_per_second"] for r in recs)
+        return vals[len(vals) // 2]
+
     def _finish(self, stopped: str | None, complete: bool) -> dict[str, Any]:
         rt = self.rt
         wall = self.wall_seconds + self._elapsed()
@@ -751,6 +758,8 @@ class Trainer:
             resumed_from=self.resumed_from, tokens_seen=self.tokens_seen, global_batch=self.G,
             seq_len=self.T, mask_slots=self.M, wall_seconds=wall, train_seconds=self.train_seconds,
             tokens_per_second=self.tokens_seen / max(1e-9, self.train_seconds),
+            # median over the log intervals after the first of this invocation (compilation, warm-up)
+            steady_tokens_per_second=self._steady_tps(),
             flops_per_token=self.flops_per_token,
             achieved_tflops=self.tokens_seen / max(1e-9, self.train_seconds) * self.flops_per_token / 1e12,
             final_losses=final, eval_losses=self.evals[-1] if self.evals else None,
