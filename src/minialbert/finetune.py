@@ -40,10 +40,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any

@@ -32,15 +32,6 @@ from typing import Any, Sequence
 
 KINDS = ("classification", "pair_classification", "regression", "token_classification")
 
-# metric names each kind reports, in table order; the selection metric defaults to the first one
-DEFAULT_METRICS = {
-    "classification": ["accuracy", "macro_f1", "matthews"],
-    "pair_classification": ["accuracy", "macro_f1", "matthews"],
-    "regression": ["pearson", "spearman"],
-    "token_classification": ["f1", "precision", "recall"],
-}
-
-
 def metric_names(kind: str, n_labels: int) -> list[str]:
     """All metric keys `compute_metrics` returns for `kind` (without `n`)."""
     if kind not in KINDS:

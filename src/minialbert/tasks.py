@@ -29,7 +29,17 @@ hf        `glue`: cola | sst2 | mrpc | stsb | qqp | mnli | qnli | rte (a preset 
 
 Splits are made by sorting examples on sha256(seed, purpose, example id) -- independent of library
 versions -- stratified by label for classification (every label keeps at least one train example).
-Files keep the source order within a split.
+Files keep the source order within a split. `labels` is sorted (numerically when every label is a
+number) unless `label_list` (or a hub ClassLabel) fixes the order; for two-class tasks `labels[1]`
+is the positive class of the binary F1. Token tasks get a complete B-/I- pair for every entity
+type. Validation: a dev/test label never seen in train is an error; for token tasks an unseen
+entity type is an error when the user gave all three splits in full, and a warning after carving
+or `max_train` subsampling (a rare type can then legitimately miss train).
+
+Package notes: BBC text is the article with whitespace collapsed (one Windows-1252 file,
+sports/199.txt, is decoded as such); drug reviews lose their wrapping quotes and HTML entities;
+WNUT-16 is carved into train/dev/test (the package ships train only). The optional Lee
+document-similarity task (gensim test data) is not offered: gensim is not a dependency.
 """
 
 from __future__ import annotations
@@ -455,7 +465,7 @@ def _load_package(spec: dict) -> dict:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    # one article (sport/199.txt) is Windows-1252 (a pound sign); decode it as such
+                    # one article (sports/199.txt) is Windows-1252 (a pound sign); decode it as such
                     text = raw.decode("cp1252", errors="replace")
                 text = " ".join(text.split())
                 rows.append(Row({"text": text, "label": topic}, f"{topic}/{f.name}", str(f), 1))
