@@ -241,6 +241,7 @@ def main(argv=None) -> int:
     def peaks():
         return (matmul_peak(torch.bfloat16) if cpu_supports_bf16() else float("nan"), matmul_peak(torch.float32))
 
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     before = peaks()
     results = [bench_shape(s, b, args.seq, args.steps, args.warmup, args.precision, args.compile)
                for s, b in zip(shapes, batches)]
@@ -266,6 +267,8 @@ def main(argv=None) -> int:
     header = [
         f"Machine: {machine}",
         f"Measured matmul peak (4096^3, best of 3, before and after): bf16 {peak_bf16:,.0f} GFLOP/s, fp32 {peak_fp32:,.0f} GFLOP/s",
+        f"Load average (1 min) before / after: {load_before:.2f} / "
+        f"{os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan'):.2f} on {os.cpu_count()} CPUs",
         f"Timed steps: median of {args.steps} after {args.warmup} warm-up, recipes interleaved; "
         f"masked slots M = {results[0]['m'] if results else '-'} of {args.seq}",
         "",

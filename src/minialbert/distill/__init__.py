@@ -9,6 +9,15 @@ loop), `checkpoint` (atomic resumable state in `<out>.state/`), `distributed` (t
 device, precision), `flops` (FLOPs per token, MFU). Heavy imports happen only when the command
 runs, so `minialbert --help` stays fast.
 
+Training state: `<out>.state/latest.pt` beside the output folder (never inside it, so Snakemake
+never sees a half-trained output), written atomically every `checkpoint_every` steps, on SIGTERM
+and when a budget stops the run; removed once all `steps` are done. The final folder is built in a
+temporary sibling and renamed into place. `--resume` continues from the state when it exists and
+was made with the same method settings (hash of the spec without runtime keys, the global batch,
+the student spec, the teacher and the tokens); a state made with other settings is ignored with a
+message and the run starts fresh (so the Snakemake rule can always pass `--resume`). Without
+`--resume` an existing state is ignored and overwritten.
+
 Exit codes: 0 done (also when stopped by `max_minutes` / `--max-steps`: the student trained so
 far is written and the state is kept for `--resume`); 1 user error or non-finite loss (the last
 good checkpoint is kept); 143 SIGTERM (a checkpoint was written; rerun with `--resume`).
