@@ -51,15 +51,24 @@ SPECIAL = [0, 100, 101, 102, 103]
 MASK_ID = 103
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 4096, reps: int = 3) -> float:
-    """Best GFLOP/s of an n^3 matmul on the current threads."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 4096, reps: int = 3) -> float:
+    """Best GFLOP/s of an n^3 matmul on the device (CPU: on the current threads)."""
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b
+    sync(device)
     best = 0.0
+    inner = 10 if device.type == "cuda" else 1
     for _ in range(reps):
         t0 = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+        for _ in range(inner):
+            a @ b
+        sync(device)
+        best = max(best, inner * 2 * n**3 / (time.perf_counter() - t0) / 1e9)
     return best
 
 
@@ -116,8 +125,9 @@ class EngineStep:
         mb = mask_tokens(ids, am, num_slots=m, mask_id=MASK_ID, special_ids=SPECIAL, vocab_size=30522,
                          generator=step_generator(0, step))
         dens = global_dens(mb, am, self.terms.heads)
-        forward_backward(self.fwd, self.runner, self.terms, self.keys, mb.input_ids, am, mb.positions, mb.labels,
-                         dens, self.precision, self.device)
+        x, a, pos, lab = (t.to(self.device, non_blocking=True) for t in (mb.input_ids, am, mb.positions, mb.labels))
+        forward_backward(self.fwd, self.runner, self.terms, self.keys, x, a, pos, lab, dens, self.precision,
+                         self.device)
         torch.nn.utils.clip_grad_norm_([p for p in self.net.parameters() if p.requires_grad], 1.0, foreach=True)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -128,6 +138,7 @@ class ReferenceStep:
 
     def __init__(self, teacher_eager, student, proj, terms, spec, device):
         self.teacher, self.student, self.proj, self.terms = teacher_eager, student.train(), proj, terms
+        self.device = device
         params = list(student.named_parameters()) + ([("proj." + n, p) for n, p in proj.named_parameters()]
                                                      if proj is not None else [])
         self.opt = make_optimizer(params, spec, device)
@@ -135,19 +146,18 @@ class ReferenceStep:
     def __call__(self, ids, am, step, m, spec):
         mb = mask_tokens(ids, am, num_slots=m, mask_id=MASK_ID, special_ids=SPECIAL, vocab_size=30522,
                          generator=step_generator(0, step))
-        x = mb.input_ids
+        dens = global_dens(mb, am, self.terms.heads)
+        x, am, pos, labels = (t.to(self.device) for t in (mb.input_ids, am, mb.positions.unsqueeze(-1), mb.labels))
         with torch.no_grad():
             t = self.teacher(input_ids=x, attention_mask=am, output_hidden_states=True, output_attentions=True)
         s = self.student(input_ids=x, attention_mask=am, output_hidden_states=True, output_attentions=True)
-        dens = global_dens(mb, am, self.terms.heads)
-        pos = mb.positions.unsqueeze(-1)
         terms, w = self.terms, self.terms.weights
         # dense logits at every position; the losses read the masked ones
         s_logits = s.logits.gather(1, pos.expand(-1, -1, s.logits.size(-1)))
-        loss = w["mlm"] * L.mlm_sum(s_logits, mb.labels) / dens["mlm"]
+        loss = w["mlm"] * L.mlm_sum(s_logits, labels) / dens["mlm"]
         if terms.on["kd"]:
             t_logits = t.logits.gather(1, pos.expand(-1, -1, t.logits.size(-1)))
-            loss = loss + w["kd"] * L.kd_sum(s_logits, t_logits, mb.labels != -100, terms.temperature) / dens["kd"]
+            loss = loss + w["kd"] * L.kd_sum(s_logits, t_logits, labels != -100, terms.temperature) / dens["kd"]
         if terms.on["att"]:
             att = sum(L.att_sum(s.attentions[i], t.attentions[l], am) for i, l in terms.pairs)
             loss = loss + w["att"] * att / dens["att"]
@@ -162,9 +172,11 @@ class ReferenceStep:
         self.opt.zero_grad(set_to_none=True)
 
 
-def bench_shape(shape: str, batch: int, seq: int, steps: int, warmup: int, precision: str, compile_: bool):
-    device = torch.device("cpu")
+def bench_shape(shape: str, batch: int, seq: int, steps: int, warmup: int, precision: str, compile_: bool,
+                device: torch.device):
     teacher_eager, teacher_sdpa, label = load_teacher(shape)
+    teacher_eager.to(device)
+    teacher_sdpa.to(device)
     tcfg = teacher_eager.config
     info = SHAPES[shape]
     scfg = preset_config(info["preset"])
@@ -180,7 +192,10 @@ def bench_shape(shape: str, batch: int, seq: int, steps: int, warmup: int, preci
     s_engine = MiniAlbertForMaskedLM(scfg)
     s_ref = MiniAlbertForMaskedLM(scfg)
     s_ref.load_state_dict(s_engine.state_dict())
+    s_engine.to(device)
+    s_ref.to(device)
     proj_e = torch.nn.Linear(scfg.hidden_size, tcfg.hidden_size) if scfg.hidden_size != tcfg.hidden_size else None
+    proj_e = proj_e.to(device) if proj_e is not None else None
     proj_r = copy.deepcopy(proj_e)
     engine = EngineStep(teacher_sdpa, s_engine, proj_e, terms, prec, spec, device)
     if compile_:
@@ -192,8 +207,10 @@ def bench_shape(shape: str, batch: int, seq: int, steps: int, warmup: int, preci
     times = {"engine": [], "reference": []}
     for i in range(warmup + steps):
         for name, fn in (("engine", engine), ("reference", reference)):
+            sync(device)
             t0 = time.perf_counter()
             fn(ids, am, i, m, spec)
+            sync(device)
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
     has_head = hasattr(teacher_eager, "cls")
@@ -231,19 +248,26 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="engine precision")
     ap.add_argument("--compile", action="store_true", help="torch.compile the engine's student and teacher")
+    ap.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda")
     ap.add_argument("--markdown", default=None, help="also write the report to this file")
     args = ap.parse_args(argv)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 reference really is fp32
     if args.threads:
         torch.set_num_threads(args.threads)
     shapes = [s for s in args.shapes.split(",") if s]
     batches = args.batch or [16 if s == "default" else 8 for s in shapes]
+    if device.type == "cuda" and not args.batch:
+        batches = [64 if s == "default" else 32 for s in shapes]
 
     def peaks():
-        return (matmul_peak(torch.bfloat16) if cpu_supports_bf16() else float("nan"), matmul_peak(torch.float32))
+        bf16_ok = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
+        return (matmul_peak(torch.bfloat16, device) if bf16_ok else float("nan"), matmul_peak(torch.float32, device))
 
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     before = peaks()
-    results = [bench_shape(s, b, args.seq, args.steps, args.warmup, args.precision, args.compile)
+    results = [bench_shape(s, b, args.seq, args.steps, args.warmup, args.precision, args.compile, device)
                for s, b in zip(shapes, batches)]
     after = peaks()  # the machine is shared: the best of before/after is the ceiling
     peak_bf16, peak_fp32 = max(before[0], after[0]), max(before[1], after[1])
@@ -261,9 +285,12 @@ def main(argv=None) -> int:
                 f"| {r['shape']} | {r['teacher']} -> {r['student']} | {x['recipe']} | {x['precision']} | "
                 f"{r['batch']} x {r['seq']} | {x['tps']:,.0f} | {x['tps'] / ref['tps']:.2f}x | {x['flops'] / 1e9:.3f} | "
                 f"{gflops:,.0f} | {gflops / peak_bf16:.1%} | {gflops / peak_fp32:.1%} |")
-    machine = (f"{cpu_name()}, {torch.get_num_threads()} threads, bf16 matmul "
-               f"{'native' if cpu_supports_bf16() else 'absent'}; torch {torch.__version__}, Python "
-               f"{platform.python_version()}")
+    if device.type == "cuda":
+        machine = f"{torch.cuda.get_device_name(device)} (host {cpu_name()}); torch {torch.__version__}"
+    else:
+        machine = (f"{cpu_name()}, {torch.get_num_threads()} threads, bf16 matmul "
+                   f"{'native' if cpu_supports_bf16() else 'absent'}; torch {torch.__version__}, Python "
+                   f"{platform.python_version()}")
     header = [
         f"Machine: {machine}",
         f"Measured matmul peak (4096^3, best of 3, before and after): bf16 {peak_bf16:,.0f} GFLOP/s, fp32 {peak_fp32:,.0f} GFLOP/s",
