@@ -229,13 +229,11 @@ def check_code(dvc: str, lock: Lock, force: bool) -> None:
             raise Failure(3, f"the workflow code differs from the one that made the pulled artifacts "
                              f"(dvc.lock): {listing}. Check out the commit that produced them, or pass "
                              f"--force to adopt them as outputs of this code.")
-        log(f"warning: adopting artifacts made by other workflow code: {listing}")
+        log(f"warning: the workflow code differs from dvc.lock: {listing}")
 
 
-def select(sm: Snakemake, lock: Lock, targets: list[str], only: bool) -> dict[str, str]:
+def select(sm: Snakemake, lock: Lock, held: dict[str, str], targets: list[str], only: bool) -> dict[str, str]:
     """Snakemake outputs (-> rule) to restore: held by dvc.lock, for the targets (+ upstream)."""
-    everything = sm.outputs()
-    held = {p: r for p, r in everything.items() if lock.out_for(p)}
     if not targets:
         return held
     chosen = {}
@@ -251,6 +249,19 @@ def select(sm: Snakemake, lock: Lock, targets: list[str], only: bool) -> dict[st
         return chosen
     upstream = sm.outputs(sorted(chosen))
     return {p: r for p, r in upstream.items() if p in held}
+
+
+def pull_paths(lock: Lock, held: dict[str, str], paths: list[str]) -> list[str]:
+    """What to give `dvc pull`: a whole DVC output when all its Snakemake outputs are wanted."""
+    wanted, result = set(paths), []
+    for out in sorted(lock.outs, key=lambda o: o.path):
+        inside = [p for p in held if lock.out_for(p) is out]
+        chosen = [p for p in inside if p in wanted]
+        if inside and len(chosen) == len(inside):
+            result.append(out.path)
+        else:
+            result.extend(sorted(chosen))
+    return result
 
 
 def verify(root: Path, lock: Lock, manifests: Manifests, paths: list[str]) -> list[str]:
@@ -334,15 +345,23 @@ def main(argv: list[str] | None = None) -> int:
         configfile.write_text(yaml.safe_dump(lock.params, sort_keys=False))
         sm = Snakemake(root, configfile, args.cores)
 
-        check_code(dvc, lock, args.force)
-        restore = select(sm, lock, args.targets, args.only)
+        check_code(dvc, lock, args.force or args.check)
+        held = {p: r for p, r in sm.outputs().items() if lock.out_for(p)}
+        restore = select(sm, lock, held, args.targets, args.only)
         if not restore:
             raise Failure(1, "nothing to restore: dvc.lock holds no output of this workflow")
         paths = sorted(restore)
 
         if args.pull:
-            log(f"dvc pull: {len(paths)} Snakemake output(s)")
-            call([dvc, "pull", *paths], "dvc pull", code=2)
+            targets = pull_paths(lock, held, paths)
+            log(f"dvc pull {' '.join(targets) if len(targets) <= 8 else f'({len(targets)} paths)'}")
+            try:
+                call([dvc, "pull", *targets], "dvc pull", code=2)
+            except Failure as err:
+                raise Failure(2, f"{err}\nSome objects are missing from the remote or failed their "
+                                 "checksum (remote option `verify`); nothing was touched. Do not run "
+                                 "snakemake on this workspace before fixing the remote (see docs/dvc.md, "
+                                 "Integrity): it would recompute whatever was not restored.") from None
 
         log(f"verifying {len(paths)} output(s) against dvc.lock")
         problems = verify(root, lock, Manifests(dvc, root), paths)

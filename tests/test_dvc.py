@@ -197,10 +197,41 @@ def test_repro_records_every_artifact_and_dvc_views_work(shared):
     plots = json.loads(sh(env, origin, BIN / "dvc", "plots", "show", "--json").stdout)
     assert {"results/summary/results.csv", "results/summary/scores.png"} <= set(plots["data"])
     assert not plots.get("errors"), plots.get("errors")
+    for image in origin.glob("workspace_*.png"):  # `--json` writes image plots to the cwd
+        image.unlink()
+    sh(env, origin, BIN / "dvc", "plots", "show", "-o", shared.base / "plots")
+    assert (shared.base / "plots/index.html").stat().st_size > 0
     exps = json.loads(sh(env, origin, BIN / "dvc", "exp", "show", "--json").stdout)
     workspace = exps[0]["data"]
     assert workspace["params"][TINY]["data"]["distill"]["steps"] == 4
     assert "results/summary/metrics.json" in workspace["metrics"]
+
+
+def find_named(node, name: str):
+    """The entry called `name` anywhere in `dvc exp show --json` output."""
+    if isinstance(node, dict):
+        if node.get("name") == name and "data" in node:
+            return node
+        node = list(node.values())
+    if isinstance(node, list):
+        for item in node:
+            if (found := find_named(item, name)) is not None:
+                return found
+    return None
+
+
+def test_dvc_exp_run_records_an_experiment_and_snakemake_decides_what_runs(shared):
+    origin, env = shared.origin, shared.env
+    # a setting no job depends on: DVC reruns the stage, Snakemake finds nothing to do
+    proc = sh(env, origin, BIN / "dvc", "exp", "run", "-n", "runtime61", "-S",
+              f"{TINY}:+resources.finetune.runtime=61")  # `+`: a key the file leaves to the schema
+    out = proc.stdout + proc.stderr
+    assert "Nothing to be done" in out and "rule distill" not in out, out[-3000:]
+    exp = find_named(json.loads(sh(env, origin, BIN / "dvc", "exp", "show", "--json").stdout), "runtime61")
+    assert exp is not None
+    assert exp["data"]["params"][TINY]["data"]["resources"]["finetune"]["runtime"] == 61
+    assert "results/summary/metrics.json" in exp["data"]["metrics"]
+    sh(env, origin, "git", "checkout", "--", TINY, "dvc.lock")  # back to the committed run
 
 
 # --- full pull ------------------------------------------------------------------------------
