@@ -39,7 +39,7 @@ import torch
 
 import minialbert  # noqa: F401
 from minialbert.distill import losses as L
-from minialbert.distill.distributed import autocast, cpu_supports_bf16, resolve_precision
+from minialbert.distill.distributed import cpu_supports_bf16, resolve_precision
 from minialbert.distill.engine import (DistillStudent, Terms, forward_backward, global_dens, make_optimizer)
 from minialbert.distill.flops import step_flops_per_token
 from minialbert.distill.masking import mask_tokens, num_mask_slots, step_generator
