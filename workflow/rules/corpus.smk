@@ -10,6 +10,7 @@ rule download_teacher:
     log:
         f"logs/download_teacher/{TEACHER}.log",
     threads: 1
+    priority: 10
     resources:
         mem_mb=rule_resources("default")["mem_mb"],
         runtime=rule_resources("default")["runtime"],
@@ -26,6 +27,7 @@ rule download_corpus:
     log:
         f"logs/download_corpus/{CORPUS}.log",
     threads: 1
+    priority: 10
     resources:
         mem_mb=rule_resources("default")["mem_mb"],
         runtime=rule_resources("default")["runtime"],

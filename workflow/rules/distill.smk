@@ -16,6 +16,8 @@ rule distill:
     log:
         "logs/distill/{student}.log",
     threads: rule_threads("distill")
+    # on the critical path: scheduled before the many independent fine-tuning jobs
+    priority: 10
     resources:
         mem_mb=lambda wc, attempt: rule_resources("distill")["mem_mb"] * attempt,
         runtime=rule_resources("distill")["runtime"],

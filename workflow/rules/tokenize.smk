@@ -13,6 +13,8 @@ rule tokenize:
     log:
         f"logs/tokenize/{TEACHER}-{CORPUS}.log",
     threads: rule_threads("tokenize")
+    # on the critical path: scheduled before the many independent fine-tuning jobs
+    priority: 10
     resources:
         mem_mb=rule_resources("tokenize")["mem_mb"],
         runtime=rule_resources("tokenize")["runtime"],
