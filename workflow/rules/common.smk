@@ -121,10 +121,18 @@ def fail_once(name):
     )
 
 
+def gpus_requested(resources):
+    """GPUs of the allocation, from `gpu: N` or `gres: "gpu[:type]:N"` (profiles use either)."""
+    n = int(getattr(resources, "gpu", 0) or 0)
+    m = re.fullmatch(r"gpu(?::(?!\d+$)[\w.-]+)?(?::(\d+))?", str(getattr(resources, "gres", "") or ""))
+    return max(n, int(m.group(1) or 1) if m else 0)
+
+
 def distill_launcher(wildcards, resources):
     # One process per GPU inside the allocation; CPU or a single GPU runs plainly.
-    if resources.gpu > 1:
-        return f"torchrun --standalone --nproc_per_node={resources.gpu} -m minialbert"
+    n = gpus_requested(resources)
+    if n > 1:
+        return f"torchrun --standalone --nproc_per_node={n} -m minialbert"
     return "minialbert"
 
 
