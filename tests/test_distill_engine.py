@@ -168,7 +168,7 @@ def test_sigkill_then_resume_is_exact(tiny, reference_run):
     p = cli(distill_args(tiny, out, RESUME_SPEC, student_spec(), resume=True))
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err[-3000:]
-    assert f"resumed from" in err
+    assert "resumed from" in err
     assert json.loads((out / "summary.json").read_text())["resumed_from"] == step
     assert_same_weights(out, reference_run)
     la = json.loads((out / "train_log.json").read_text())

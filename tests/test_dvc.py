@@ -25,6 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from snakemake_helpers import job_counts
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,20 +50,6 @@ def sh(env, cwd, *args, check=True, timeout=1800):
         raise AssertionError(f"{' '.join(map(str, args))} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a snakemake (dry) run; empty when there is nothing to do."""
-    block = output.split("Job stats:", 1)
-    counts = {}
-    if len(block) == 2:
-        for line in block[1].splitlines()[3:]:
-            m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-            if not m:
-                break
-            counts[m.group(1)] = int(m.group(2))
-    counts.pop("total", None)
-    return counts
 
 
 def dry_run(env, cwd, configfile=TINY, *extra):

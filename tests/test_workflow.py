@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from snakemake_helpers import job_counts
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,21 +47,6 @@ def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.Completed
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Parse the 'Job stats' table of a dry run (empty when there is nothing to do)."""
-    counts = {}
-    block = output.split("Job stats:", 1)
-    if len(block) < 2:
-        return counts
-    for line in block[1].splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        counts[m.group(1)] = int(m.group(2))
-    counts.pop("total", None)
-    return counts
 
 
 def write_config(path: Path, base: Path, **changes) -> Path:

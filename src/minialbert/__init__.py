@@ -14,4 +14,13 @@ from .modeling_minialbert import (  # noqa: F401  (re-exported public API)
     freeze_for_adapter_tuning,
 )
 
+__all__ = [
+    "MiniAlbertConfig",
+    "MiniAlbertForMaskedLM",
+    "MiniAlbertForSequenceClassification",
+    "MiniAlbertForTokenClassification",
+    "MiniAlbertModel",
+    "MiniAlbertPreTrainedModel",
+    "freeze_for_adapter_tuning",
+]
 __version__ = "0.1.0"

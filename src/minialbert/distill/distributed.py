@@ -73,7 +73,6 @@ class Runtime:
 def setup() -> Runtime:
     """A Runtime for this process; initialises torch.distributed under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
     if cuda:
