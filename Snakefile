@@ -1,10 +1,13 @@
 # MiniALBERT pipeline: teacher + corpus -> tokens -> distilled students -> fine-tuning -> summary.
 #   snakemake --cores all                               # embedded offline default (config/config.yaml)
 #   snakemake --cores all --configfile config/paper.yaml
-#   snakemake --profile profiles/slurm ...              # the same rules on a SLURM cluster
-# Rules only wire files to `minialbert <stage>`; the package does the work.
+#   snakemake --workflow-profile profiles/slurm ...     # the same rules on a SLURM cluster
+# Rules only wire files to `minialbert <stage>`; the package does the work. Settings and their
+# defaults: src/minialbert/config.schema.yaml. Threads, memory, runtime, GPUs: profiles/.
 
 from snakemake.utils import min_version, validate
+
+from minialbert.settings import SCHEMA_PATH
 
 min_version("9.0")
 
@@ -16,7 +19,7 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+validate(config, str(SCHEMA_PATH))
 
 
 include: "workflow/rules/common.smk"

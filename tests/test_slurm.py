@@ -5,7 +5,7 @@ accounting, partitions `debug`, `gpu` and `urgent`, two fake GPUs, account `test
 with `.ci/slurm/teardown.sh`. These tests never start SLURM themselves: where no such cluster
 answers they are skipped, with the reason.
 
-Every job goes through `snakemake --profile profiles/slurm-local-test`, i.e. through sbatch; the
+Every job goes through `snakemake --workflow-profile profiles/slurm-local-test`, i.e. through sbatch; the
 checks read SLURM's own records (sacct: SubmitLine, Comment, State, ReqTRES/AllocTRES) and the SLURM
 log files the plugin keeps under `.snakemake/slurm_logs/`.
 
@@ -122,15 +122,15 @@ def _cancel_jobs_in(workdir: Path) -> None:
 
 
 class Snakemake:
-    """One `snakemake --profile profiles/slurm-local-test` run in `workdir`, in the background."""
+    """One `snakemake --workflow-profile profiles/slurm-local-test` run in `workdir`, in the background."""
 
-    def __init__(self, workdir: Path, *args: str, log: str = "snakemake.log"):
+    def __init__(self, workdir: Path, *args: str, log: str = "snakemake.log", env: dict | None = None):
         self.workdir = workdir
         self.log = workdir / log
-        cmd = [sys.executable, "-m", "snakemake", "--profile", str(PROFILE), "--verbose", *args]
+        cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", str(PROFILE), "--verbose", *args]
         self.cmd = cmd
         self._fh = open(self.log, "w")
-        self.proc = subprocess.Popen(cmd, cwd=workdir, env=_env(), stdout=self._fh,
+        self.proc = subprocess.Popen(cmd, cwd=workdir, env={**_env(), **(env or {})}, stdout=self._fh,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.started = time.monotonic()
 
@@ -324,7 +324,7 @@ rule aggregate:
     output:
         "summary.txt",
     shell:
-        # the test hook of the real workflow (testing.fail_once): fail on the first attempt only
+        # as the real workflow's test hook (MINIALBERT_FAIL_ONCE): fail on the first attempt only
         "if [ ! -e fail_once.marker ]; then touch fail_once.marker; "
         "echo 'fail_once: failing aggregate on purpose' >&2; exit 1; fi; "
         "cat {input} > {output}; echo mem_mb={resources.mem_mb} >> {output}"
@@ -477,9 +477,9 @@ def _real_pipeline_problem() -> str | None:
 @pytest.mark.skipif(_real_pipeline_problem() is not None,
                     reason=f"real pipeline not runnable: {_real_pipeline_problem()}")
 def test_real_pipeline(cluster, tmp_path: Path):
-    """The tiny real pipeline through --profile profiles/slurm-local-test: every rule a SLURM job,
-    distill with --gpus=2 (torchrun, 2 processes), finetune with --gres in batches, one job
-    (aggregate, testing.fail_once) failing once and succeeding on the retry."""
+    """The tiny real pipeline through --workflow-profile profiles/slurm-local-test: every rule a SLURM
+    job, distill with --gpus=2 (torchrun, 2 processes), finetune with --gres in batches, one job
+    (aggregate, MINIALBERT_FAIL_ONCE) failing once and succeeding on the retry."""
     work = tmp_path / "repo"
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                            cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
@@ -488,12 +488,11 @@ def test_real_pipeline(cluster, tmp_path: Path):
         if src.is_file():
             (work / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, work / name)
-    (work / "fail_once.yaml").write_text("testing:\n  fail_once: [aggregate]\n")
     since = _since()
     try:
         # the profile polls with squeue; this run covers the other status command, sacct
-        run = Snakemake(work, "--configfile", "tests/config/tiny.yaml", "fail_once.yaml",
-                        "--slurm-status-command", "sacct")
+        run = Snakemake(work, "--configfile", "tests/config/tiny.yaml",
+                        "--slurm-status-command", "sacct", env={"MINIALBERT_FAIL_ONCE": "aggregate"})
         run.run()
     finally:
         _cancel_jobs_in(work)

@@ -20,7 +20,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ["Snakefile", "workflow", "config", "tests/config"]
+WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "tests/config"]
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -76,7 +76,9 @@ def test_paper_config_has_the_reference_recipe():
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     assert paper["distill"]["weights"] == {"mlm": 1.0, "kd": 5.0, "att": 3.0, "hid": 3.0}
     assert paper["distill"]["lr"] == 5e-4 and paper["distill"]["warmup_steps"] == 5000
-    assert paper["distill"]["batch_size"] * paper["resources"]["distill"]["gpus"] == 192
+    # global batch 192 = 48 per GPU x the cluster profile's 4 GPUs for distillation
+    slurm = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    assert paper["distill"]["batch_size"] * slurm["set-resources"]["distill"]["gpu"] == 192
     assert paper["distill"]["layer_map"] == [1, 3, 5, 7, 9, 11]
     assert paper["finetune"]["learning_rates"] == [5e-5, 5e-4, 1e-3]
     assert set(paper["tasks"]) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"}
@@ -107,6 +109,76 @@ def test_finetune_model_must_exist(tmp_path):
     bad = write_config(tmp_path / "m.yaml", REPO / "tests/config/tiny.yaml", **{"finetune.models": ["teacher", "nobody"]})
     proc = snakemake(REPO, "-n", "--configfile", str(bad), check=False)
     assert proc.returncode != 0 and "finetune.models[1]" in proc.stdout + proc.stderr
+
+
+def _job_blocks(output: str) -> dict[str, str]:
+    """rule name -> the text of its first job block in a `snakemake -n` listing."""
+    blocks = {}
+    for block in re.split(r"\n(?=(?:localrule|rule) )", output):
+        m = re.match(r"(?:localrule|rule) (\w+):", block)
+        if m:
+            blocks.setdefault(m.group(1), block)
+    return blocks
+
+
+def test_plain_dry_run_takes_resources_from_the_local_profile():
+    """`snakemake -n -p` on the default config: profiles/default's distill memory and runtime."""
+    proc = snakemake(REPO, "-n", "-p", "--cores", "2")
+    distill = _job_blocks(proc.stdout + proc.stderr)["distill"]
+    assert "mem_mb=8000" in distill and "runtime=120" in distill, distill
+    assert "threads: 1" in distill or "threads: " not in distill, distill
+
+
+def test_slurm_dry_run_takes_resources_from_the_cluster_profile():
+    """The cluster profile replaces the local one (a workflow profile wins over `--profile`)."""
+    proc = snakemake(REPO, "-n", "--workflow-profile", "profiles/slurm", "--configfile", "config/paper.yaml")
+    distill = _job_blocks(proc.stdout + proc.stderr)["distill"]
+    assert "mem_mb=32000" in distill and "runtime=360" in distill, distill
+    assert "gpu=4" in distill, distill
+
+
+def test_slurm_through_profile_flag_is_refused():
+    proc = snakemake(REPO, "-n", "--profile", "profiles/slurm", "--configfile", "config/paper.yaml", check=False)
+    assert proc.returncode != 0
+    assert "--workflow-profile profiles/slurm" in proc.stdout + proc.stderr
+
+
+def test_summary_works_without_cores():
+    """`snakemake --summary` must not need `--cores` (make pull uses it on the default config)."""
+    proc = snakemake(REPO, "--summary")
+    assert "results/summary/results.csv" in proc.stdout
+
+
+def test_user_section_merges_with_defaults_key_by_key(tmp_path):
+    """A user's `distill.weights: {kd: 0}` keeps the other weights; a list replaces the default."""
+    cfg = write_config(tmp_path / "c.yaml", REPO / "tests/config/tiny.yaml",
+                       **{"distill.weights": {"att": 2.0}, "finetune.seeds": [7]})
+    proc = snakemake(REPO, "-n", "-p", "--configfile", str(cfg), "--cores", "1")
+    out = proc.stdout + proc.stderr
+    assert '"weights":{"att":2.0,"hid":3.0,"kd":0.0,"mlm":1.0}' in out, out[-3000:]
+    assert "seed7" in out and "seed1/" not in out
+
+
+def test_learning_rate_reaches_the_job_exactly(tmp_path):
+    cfg = write_config(tmp_path / "lr.yaml", REPO / "tests/config/tiny.yaml",
+                       **{"finetune.learning_rates": {"full": [1.2345678e-4], "adapter": [1e-3]}})
+    proc = snakemake(REPO, "-n", "-p", "--configfile", str(cfg), "--cores", "1")
+    out = proc.stdout + proc.stderr
+    assert "lr0.000123457/" in out and "--lr 0.00012345678 " in out, out[-3000:]
+
+
+def test_learning_rates_with_one_tag_are_rejected(tmp_path):
+    cfg = write_config(tmp_path / "lr.yaml", REPO / "tests/config/tiny.yaml",
+                       **{"finetune.learning_rates": [1.2345678e-4, 1.2345679e-4]})
+    proc = snakemake(REPO, "-n", "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0 and "share the path tag" in proc.stdout + proc.stderr
+
+
+def test_bad_per_task_setting_names_the_task(tmp_path):
+    cfg = write_config(tmp_path / "pt.yaml", REPO / "tests/config/tiny.yaml",
+                       **{"finetune.per_task": {"bbc_topic": {"epochz": 2}}})
+    proc = snakemake(REPO, "-n", "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0 and "finetune.per_task.bbc_topic" in proc.stdout + proc.stderr
 
 
 # --- one real run of the whole DAG --------------------------------------------------------
@@ -146,6 +218,13 @@ def test_pipeline_produces_the_summary(tiny_run):
     assert (student / "model.safetensors").exists() and (student / "config.json").exists()
     assert json.loads((student / "config.json").read_text())["model_type"] == "minialbert"
     assert json.loads((student / "summary.json").read_text())["steps"] == 4
+
+
+@pytest.mark.slow
+def test_report_command_works_as_written(tiny_run):
+    """The README's `snakemake --report report.html`, with no --cores."""
+    snakemake(tiny_run, "--report", "report.html", "--configfile", "tests/config/tiny.yaml")
+    assert (tiny_run / "report.html").stat().st_size > 10_000
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from pathlib import Path
 
 import pandas as pd
@@ -97,10 +96,10 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 
 def safetensors_numel(path: Path) -> int:
     """Parameter count from a safetensors header (no tensor is read)."""
-    with open(path, "rb") as fh:
-        (size,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(size))
-    return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as fh:
+        return sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())
 
 
 def parameter_table(students: list[Path], teacher: Path | None) -> pd.DataFrame:

@@ -11,21 +11,37 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
+
+from .errors import StageError
 
 # module -> the sub-commands it registers (listed here so the help text can show them cheaply)
 STAGES = {
     "minialbert.params_report": ["params"],
-    "minialbert.sources": ["download-teacher", "download-corpus"],
-    "minialbert.tokenization": ["tokenize"],
-    "minialbert.distill": ["distill"],
+    "minialbert.data": ["download-teacher", "download-corpus", "tokenize"],
     "minialbert.tasks": ["prepare-task"],
+    "minialbert.distill": ["distill"],
     "minialbert.finetune": ["finetune"],
     "minialbert.aggregate": ["aggregate"],
 }
 
+# Test hook: `MINIALBERT_FAIL_ONCE=aggregate,finetune` makes the first run of those sub-commands fail
+# (exit 1) and later runs work, so a test can watch Snakemake/SLURM retry a job. The marker lives
+# in `logs/.fail_once/` of the working directory.
+FAIL_ONCE_ENV = "MINIALBERT_FAIL_ONCE"
 
-class StageError(Exception):
-    """A user-facing failure: printed as one clear line, exit status 1, no traceback."""
+
+def _fail_once(command: str) -> None:
+    wanted = {c.strip() for c in os.environ.get(FAIL_ONCE_ENV, "").split(",") if c.strip()}
+    if command not in wanted:
+        return
+    marker = Path("logs/.fail_once") / command
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    print(f"{FAIL_ONCE_ENV}: failing {command} on purpose", file=sys.stderr)
+    sys.exit(1)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -45,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if only is not None and not any(only in cmds for cmds in STAGES.values()):
         only = None  # unknown command: let argparse list the valid ones
     args = build_parser(only).parse_args(argv)
+    _fail_once(args.command)
     try:
         result = args.func(args)
     except (StageError, ValueError, FileNotFoundError, KeyError) as err:

@@ -4,7 +4,7 @@ One readable file in the style of a Hugging Face modeling file: the configuratio
 the task heads, Auto registration, adapter-tuning helpers, presets and parameter counts. It imports
 only torch and transformers, so it is all a user needs to load a checkpoint.
 
-Architecture (DESIGN.md section 3):
+Architecture (docs/method.md, "The student"):
 
     ids -> word + position + token-type embeddings (E dims) -> LayerNorm -> dropout
         -> projector Linear(E -> H) (only when E != H)                  = hidden_states[0]

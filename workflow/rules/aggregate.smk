@@ -13,14 +13,8 @@ rule aggregate:
         params="results/summary/params.csv",
         json="results/summary/metrics.json",
         plot=report("results/summary/scores.png", caption="../report/scores.rst", category="Summary"),
-    params:
-        fail=fail_once("aggregate"),
     log:
         "logs/aggregate.log",
-    threads: 1
-    resources:
-        mem_mb=rule_resources("default")["mem_mb"],
-        runtime=rule_resources("default")["runtime"],
     shell:
-        "{params.fail}minialbert aggregate --metrics {input.metrics:q} --students {input.students:q} "
+        "minialbert aggregate --metrics {input.metrics:q} --students {input.students:q} "
         "--teacher {input.teacher:q} --out results/summary > {log:q} 2>&1"

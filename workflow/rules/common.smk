@@ -1,8 +1,13 @@
 # Names, paths and the checks that need more than one config section. No business logic here:
-# everything below only decides which files exist and which settings a rule passes on.
+# everything below only decides which files exist and which settings a rule passes on. Defaults
+# come from the package's schema (src/minialbert/config.schema.yaml), filled in by validate().
 import json
+import os
 import re
-import shlex
+import sys
+from pathlib import Path
+
+from minialbert import settings
 
 
 TEACHER = config["teacher"]["name"]
@@ -10,7 +15,6 @@ CORPUS = config["corpus"]["name"]
 STUDENTS = {s["name"]: s for s in config["students"]}
 TASKS = config["tasks"]
 FT = config["finetune"]
-ALL_MODES = ("full", "adapter", "lora")
 
 TEACHER_DIR = f"resources/teacher/{TEACHER}"
 CORPUS_DIR = f"resources/corpus/{CORPUS}"
@@ -32,10 +36,6 @@ for _i, _model in enumerate(FT["models"]):
 for _task in FT["per_task"]:
     if _task not in TASKS:
         config_error(f"finetune.per_task.{_task}", f"no such task (tasks: {', '.join(TASKS)})")
-for _key in config["testing"]["fail_once"]:
-    if _key not in ("download_teacher", "download_corpus", "tokenize", "distill",
-                    "prepare_task", "finetune", "aggregate"):
-        config_error("testing.fail_once", f"unknown rule '{_key}'")
 if (
     config["distill"]["weights"]["kd"] > 0
     and config["teacher"]["has_mlm_head"] is False
@@ -46,8 +46,6 @@ if (
         f"> 0 needs a teacher with an MLM head, and teacher '{TEACHER}' has none "
         "(teacher.has_mlm_head: false); set distill.weights.kd: 0 or use a BertForMaskedLM teacher",
     )
-if not TASKS:
-    config_error("tasks", "at least one task is needed")
 
 
 def as_json(obj):
@@ -82,9 +80,37 @@ def lr_tag(lr):
     return f"{lr:g}"
 
 
-def finetune_settings(task):
+def _lr_by_tag():
+    """(task, mode, tag) -> the configured float: paths carry a short tag, the job gets the value."""
+    table = {}
+    for task in TASKS:
+        for mode in FT["modes"]:
+            for lr in learning_rates(mode, task):
+                key = (task, mode, lr_tag(lr))
+                if key in table and table[key] != lr:
+                    config_error(
+                        f"finetune.learning_rates ({task}, {mode})",
+                        f"{table[key]!r} and {lr!r} share the path tag lr{key[2]}; "
+                        "give learning rates that differ in their first 6 significant digits",
+                    )
+                table[key] = lr
+    return table
+
+
+LR_BY_TAG = _lr_by_tag()
+
+
+def exact_lr(wildcards):
+    return repr(float(LR_BY_TAG[(wildcards.task, wildcards.mode, wildcards.lr)]))
+
+
+def _finetune_settings(task):
     overrides = {k: v for k, v in FT["per_task"].get(task, {}).items() if k not in SWEEP_KEYS}
-    return {**FT["settings"], **overrides}
+    where = f"finetune.per_task.{task}" if overrides else "finetune.settings"
+    return settings.load_section("finetune.settings", {**FT["settings"], **overrides}, where)
+
+
+FINETUNE_SETTINGS = {task: _finetune_settings(task) for task in TASKS}
 
 
 def finetune_metrics():
@@ -96,29 +122,6 @@ def finetune_metrics():
         for lr in learning_rates(mode, task)
         for seed in seeds(task)
     ]
-
-
-def rule_resources(rule):
-    return {**config["resources"]["default"], **config["resources"].get(rule, {})}
-
-
-def rule_threads(rule):
-    threads = rule_resources(rule)["threads"]
-    return workflow.cores if threads == 0 else threads
-
-
-def fail_once(name):
-    """Test hook (testing.fail_once): the first attempt of this rule fails, later ones run.
-
-    Lets the SLURM test show that a failed job is retried and then succeeds.
-    """
-    if name not in config["testing"]["fail_once"]:
-        return ""
-    marker = shlex.quote(f"logs/.fail_once/{name}")
-    return (
-        f"if [ ! -e {marker} ]; then mkdir -p logs/.fail_once && touch {marker}; "
-        f"echo 'testing.fail_once: failing {name} on purpose' >&2; exit 1; fi; "
-    )
 
 
 def gpus_requested(resources):
@@ -140,6 +143,37 @@ def student_spec(wildcards):
     return as_json({**STUDENTS[wildcards.student], **config["student"]})
 
 
+# Resources live in profiles (profiles/default for local runs, profiles/slurm for clusters). The
+# local workflow profile is applied implicitly and its keys WIN over `--profile`, so a cluster
+# profile given with `--profile` would silently run distillation with the laptop's memory and
+# time limits: refuse that and name the right flag.
+def _cluster_profiles_given_as_profile(argv):
+    import yaml
+
+    names = [a.split("=", 1)[1] for a in argv if a.startswith("--profile=")]
+    names += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--profile"]
+    names += [n for n in [os.environ.get("SNAKEMAKE_PROFILE")] if n and n != "none"]
+    found = []
+    for name in names:
+        for folder in (Path(name), Path(workflow.basedir, "profiles", name)):
+            files = [folder / f for f in ("profile.yaml", "config.yaml") if (folder / f).is_file()]
+            if files:
+                executor = (yaml.safe_load(files[0].read_text()) or {}).get("executor", "local")
+                if executor not in ("local", "dryrun", "touch"):
+                    found.append(name)
+                break
+    return found
+
+
+if "--workflow-profile" not in " ".join(sys.argv) and Path(workflow.basedir, "profiles/default").is_dir():
+    for _name in _cluster_profiles_given_as_profile(sys.argv[1:]):
+        raise ValueError(
+            f"profile {_name!r} sets a cluster executor: give it as `--workflow-profile {_name}` "
+            "(with `--profile` the local profiles/default overrides its threads, memory and "
+            "runtime); see docs/slurm.md#profiles"
+        )
+
+
 SUMMARY_FILES = [
     "results/summary/results.csv",
     "results/summary/results.md",
@@ -147,4 +181,3 @@ SUMMARY_FILES = [
     "results/summary/metrics.json",
     "results/summary/scores.png",
 ]
-

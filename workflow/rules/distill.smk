@@ -1,5 +1,6 @@
 # Teacher -> student distillation (GPU rule). `--resume` continues from the run's last checkpoint,
 # so a job killed by a time limit or preemption and retried loses at most `checkpoint_every` steps.
+# Threads, memory, runtime and GPUs come from the profile (profiles/default, profiles/slurm).
 
 
 rule distill:
@@ -12,17 +13,11 @@ rule distill:
         student=student_spec,
         spec=as_json(config["distill"]),
         launcher=distill_launcher,
-        fail=fail_once("distill"),
     log:
         "logs/distill/{student}.log",
-    threads: rule_threads("distill")
     # on the critical path: scheduled before the many independent fine-tuning jobs
     priority: 10
-    resources:
-        mem_mb=lambda wc, attempt: rule_resources("distill")["mem_mb"] * attempt,
-        runtime=rule_resources("distill")["runtime"],
-        gpu=rule_resources("distill")["gpus"],
     shell:
-        "{params.fail}{params.launcher} distill --teacher {input.teacher:q} --tokens {input.tokens:q} "
+        "{params.launcher} distill --teacher {input.teacher:q} --tokens {input.tokens:q} "
         "--student-spec {params.student:q} --spec {params.spec:q} --out {output:q} --resume "
         "> {log:q} 2>&1"

@@ -7,15 +7,10 @@ rule prepare_task:
         directory("resources/tasks/{task}"),
     params:
         spec=lambda wc: as_json(TASKS[wc.task]),
-        fail=fail_once("prepare_task"),
     log:
         "logs/prepare_task/{task}.log",
-    threads: 1
-    resources:
-        mem_mb=rule_resources("default")["mem_mb"],
-        runtime=rule_resources("default")["runtime"],
     shell:
-        "{params.fail}minialbert prepare-task --name {wildcards.task} --spec {params.spec:q} "
+        "minialbert prepare-task --name {wildcards.task} --spec {params.spec:q} "
         "--out {output:q} > {log:q} 2>&1"
 
 
@@ -26,16 +21,12 @@ rule finetune:
     output:
         "results/finetune/{model}/{task}/{mode}/lr{lr}/seed{seed}/metrics.json",
     params:
-        spec=lambda wc: as_json(finetune_settings(wc.task)),
-        fail=fail_once("finetune"),
+        spec=lambda wc: as_json(FINETUNE_SETTINGS[wc.task]),
+        # the configured value itself: the path's tag is rounded to 6 significant digits
+        lr=exact_lr,
     log:
         "logs/finetune/{model}/{task}/{mode}/lr{lr}/seed{seed}.log",
-    threads: rule_threads("finetune")
-    resources:
-        mem_mb=lambda wc, attempt: rule_resources("finetune")["mem_mb"] * attempt,
-        runtime=rule_resources("finetune")["runtime"],
-        gpu=rule_resources("finetune")["gpus"],
     shell:
-        "{params.fail}minialbert finetune --model {input.model:q} --model-name {wildcards.model} "
-        "--task {input.task:q} --mode {wildcards.mode} --lr {wildcards.lr} --seed {wildcards.seed} "
+        "minialbert finetune --model {input.model:q} --model-name {wildcards.model} "
+        "--task {input.task:q} --mode {wildcards.mode} --lr {params.lr} --seed {wildcards.seed} "
         "--spec {params.spec:q} --out {output:q} > {log:q} 2>&1"

@@ -9,15 +9,12 @@ rule tokenize:
         directory(TOKENS_DIR),
     params:
         spec=as_json(config["tokenize"]),
-        fail=fail_once("tokenize"),
     log:
         f"logs/tokenize/{TEACHER}-{CORPUS}.log",
-    threads: rule_threads("tokenize")
+    # every core (the Rust tokenizer's thread pool); Snakemake caps it at --cores, profiles may set fewer
+    threads: os.cpu_count() or 1
     # on the critical path: scheduled before the many independent fine-tuning jobs
     priority: 10
-    resources:
-        mem_mb=rule_resources("tokenize")["mem_mb"],
-        runtime=rule_resources("tokenize")["runtime"],
     shell:
-        "{params.fail}minialbert tokenize --corpus {input.corpus:q} --teacher {input.teacher:q} "
+        "minialbert tokenize --corpus {input.corpus:q} --teacher {input.teacher:q} "
         "--spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
