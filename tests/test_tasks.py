@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from minialbert import tasks
+from minialbert.tasks.build import prepare_task
 from minialbert.cli import main as cli_main
 
 
@@ -25,13 +25,13 @@ def labels_overall(folder: Path) -> Counter:
 
 
 # --------------------------------------------------------------------------------------------
-# package datasets of the offline default (DESIGN.md section 5)
+# package datasets of the offline default (docs/method.md, "The offline default")
 
 
 @pytest.mark.parametrize("dataset", ["bbc_topic", "tweet_sentiment", "drug_review", "wnut16"])
 def test_package_task_counts_and_determinism(tmp_path, dataset):
     spec = {"source": "package", "dataset": dataset}
-    task = tasks.prepare_task(dataset, spec, tmp_path / "a")
+    task = prepare_task(dataset, spec, tmp_path / "a")
     counts = task["counts"]
     assert set(counts) == {"train", "dev", "test"} and all(counts.values())
     total = sum(counts.values())
@@ -61,16 +61,16 @@ def test_package_task_counts_and_determinism(tmp_path, dataset):
     on_disk = json.loads((tmp_path / "a" / "task.json").read_text())
     assert on_disk["counts"] == counts and on_disk["labels"] == sorted(on_disk["labels"])
     # rerun: byte-identical output
-    tasks.prepare_task(dataset, spec, tmp_path / "b")
+    prepare_task(dataset, spec, tmp_path / "b")
     assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
 
 
 def test_max_train_max_eval_and_seed(tmp_path):
     spec = {"source": "package", "dataset": "bbc_topic", "max_train": 50, "max_eval": 20}
-    task = tasks.prepare_task("bbc", spec, tmp_path / "a")
+    task = prepare_task("bbc", spec, tmp_path / "a")
     assert task["counts"] == {"train": 50, "dev": 20, "test": 20}
     assert len(task["label_counts"]["train"]) == 5  # stratified subsample keeps every topic
-    other = tasks.prepare_task("bbc", {**spec, "seed": 14}, tmp_path / "b")
+    other = prepare_task("bbc", {**spec, "seed": 14}, tmp_path / "b")
     assert other["counts"] == task["counts"]
     assert (tmp_path / "a" / "test.jsonl").read_bytes() != (tmp_path / "b" / "test.jsonl").read_bytes()
 
@@ -94,7 +94,7 @@ def test_user_csv_pair_regression(tmp_path):
     spec = {"source": "files", "kind": "regression", "train": train, "text_column": "s1",
             "text_pair_column": "s2", "label_column": "score", "dev_fraction": 0.2,
             "test_fraction": 0.2}
-    task = tasks.prepare_task("pairs", spec, tmp_path / "out")
+    task = prepare_task("pairs", spec, tmp_path / "out")
     assert task["kind"] == "regression" and task["labels"] == []
     assert task["counts"] == {"train": 18, "dev": 6, "test": 6}
     assert task["text_keys"] == ["text", "text_pair"] and task["metric"] == "pearson"
@@ -110,7 +110,7 @@ def test_user_tsv_with_given_splits_and_label_list(tmp_path):
             "dev": write(tmp_path / "dv.tsv", header + csv_rows(4).replace(",", "\t")),
             "test": write(tmp_path / "te.tsv", header + csv_rows(4).replace(",", "\t")),
             "label_list": ["neg", "pos"]}
-    task = tasks.prepare_task("t", spec, tmp_path / "out")
+    task = prepare_task("t", spec, tmp_path / "out")
     assert task["counts"] == {"train": 10, "dev": 4, "test": 4}
     assert task["labels"] == ["neg", "pos"] and "f1" in task["metrics"]
     assert task["carved"] == {}
@@ -121,7 +121,7 @@ def test_user_jsonl_pair_classification_numeric_labels(tmp_path):
     spec = {"source": "files", "kind": "pair_classification",
             "train": write(tmp_path / "train.jsonl", "\n".join(lines) + "\n"),
             "text_column": "a", "text_pair_column": "b", "label_column": "y"}
-    task = tasks.prepare_task("nli", spec, tmp_path / "out")
+    task = prepare_task("nli", spec, tmp_path / "out")
     assert task["labels"] == ["0", "1", "2"]
     assert read_jsonl(tmp_path / "out" / "train.jsonl")[0]["label"] in {"0", "1", "2"}
 
@@ -129,7 +129,7 @@ def test_user_jsonl_pair_classification_numeric_labels(tmp_path):
 def test_user_conll(tmp_path):
     sent = "EU\tB-ORG\nrejects\tO\nGerman\tB-MISC\ncall\tO\n\n"
     path = write(tmp_path / "train.tsv", "-DOCSTART-\tO\n\n" + sent * 20)
-    task = tasks.prepare_task("ner", {"source": "files", "format": "conll", "train": path},
+    task = prepare_task("ner", {"source": "files", "format": "conll", "train": path},
                               tmp_path / "out")
     assert task["kind"] == "token_classification"
     assert sum(task["counts"].values()) == 20
@@ -146,7 +146,7 @@ def test_user_conll(tmp_path):
 def expect_error(tmp_path, spec, *fragments, exc=ValueError):
     out = tmp_path / "out"
     with pytest.raises(exc) as info:
-        tasks.prepare_task("t", spec, out)
+        prepare_task("t", spec, out)
     for fragment in fragments:
         assert fragment in str(info.value), str(info.value)
     assert not out.exists()
@@ -221,7 +221,7 @@ def test_error_malformed_conll(tmp_path):
 
 def test_error_spec_keys(tmp_path):
     expect_error(tmp_path, {"source": "package", "dataset": "bbc_topic", "max_trian": 5},
-                 "unknown key(s) max_trian")
+                 "unknown key 'max_trian'")
     expect_error(tmp_path, {"source": "package", "dataset": "imdb"}, "dataset", "'imdb'")
     expect_error(tmp_path, {"source": "package", "dataset": "bbc_topic", "kind": "regression"},
                  "classification")
@@ -239,7 +239,7 @@ def test_hf_argument_validation(tmp_path):
     expect_error(tmp_path, {"source": "hf", "kind": "classification"}, "hf_id")
     expect_error(tmp_path, {"source": "hf", "hf_id": "x/y"}, "kind is required")
     expect_error(tmp_path, {"source": "hf", "glue": "stsb", "kind": "classification"}, "regression")
-    expect_error(tmp_path, {"source": "hf", "glue": "cola", "dataset": "x"}, "unknown key(s) dataset")
+    expect_error(tmp_path, {"source": "hf", "glue": "cola", "dataset": "x"}, "unknown key 'dataset'")
     expect_error(tmp_path, {"source": "hf", "glue": "cola", "metric": "pearson"}, "metric")
 
 
@@ -267,7 +267,7 @@ def test_hf_glue_code_path_with_a_stand_in_hub(tmp_path, monkeypatch):
         return fake
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    task = tasks.prepare_task("mnli", {"source": "hf", "glue": "mnli", "revision": "abc"},
+    task = prepare_task("mnli", {"source": "hf", "glue": "mnli", "revision": "abc"},
                               tmp_path / "mnli")
     assert calls == [("nyu-mll/glue", "mnli", "abc")]
     assert task["labels"] == names  # the dataset's own order, not sorted
@@ -286,7 +286,7 @@ def test_cli_prepare_task(tmp_path, capsys):
         cli_main(["prepare-task", "--name", "bbc", "--spec", '{"source": "package", "dataset": 1',
                   "--out", str(tmp_path / "x")])
     assert info.value.code == 1
-    assert "--spec is not valid JSON" in capsys.readouterr().err
+    assert "tasks.bbc: not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

@@ -77,9 +77,11 @@ def _message(err, where: str) -> str:
         known = sorted(err.schema.get("properties", {}))
         unknown = sorted(set(err.instance) - set(known))
         return f"{key}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})"
-    if "propertyNames" in err.schema_path:  # a key not allowed with this `source`
-        allowed = err.schema.get("enum") or []
-        return f"{key}: unknown key {err.instance!r} here (allowed: {', '.join(map(str, allowed))})"
+    if "propertyNames" in err.schema_path:
+        allowed = err.schema.get("enum")
+        if allowed:  # a key not allowed with this `source`
+            return f"{key}: unknown key {err.instance!r} here (allowed: {', '.join(map(str, allowed))})"
+        return f"{key}: {err.instance!r} is not allowed as a name here ({err.message})"
     if err.validator == "not":
         return f"{key}: {err.instance!r} is not allowed here"
     return f"{key}: {err.message}"
