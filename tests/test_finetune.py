@@ -11,8 +11,11 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from minialbert import MiniAlbertConfig, MiniAlbertForMaskedLM, MiniAlbertForSequenceClassification
-from minialbert import finetune, tasks
+from minialbert import optim
 from minialbert.cli import main as cli_main
+from minialbert.finetune import loop
+from minialbert.finetune.batches import tokenize_split
+from minialbert.tasks.build import prepare_task
 
 SETTINGS = {"epochs": 2, "batch_size": 4, "max_length": 32, "threads": 1}
 CONTRACT_KEYS = {"model", "task", "mode", "lr", "seed", "trainable_params", "total_params", "dev",
@@ -86,7 +89,7 @@ def task_dirs(tmp_path_factory):
             "train": _write(src / "clf_train.csv", clf(24, 0)),
             "dev": _write(src / "clf_dev.csv", clf(9, 100)),
             "test": _write(src / "clf_test.csv", clf(9, 200))}
-    tasks.prepare_task("clf", spec, root / "clf")
+    prepare_task("clf", spec, root / "clf")
     out["classification"] = root / "clf"
     # pair classification (jsonl), carved splits
     lines = [json.dumps({"a": f"is {w} here", "b": f"{w if i % 2 else 'nothing'} there",
@@ -95,14 +98,14 @@ def task_dirs(tmp_path_factory):
     spec = {"source": "files", "kind": "pair_classification", "text_column": "a",
             "text_pair_column": "b", "label_column": "y", "dev_fraction": 0.25,
             "test_fraction": 0.25, "train": _write(src / "pairs.jsonl", "\n".join(lines) + "\n")}
-    tasks.prepare_task("pairs", spec, root / "pairs")
+    prepare_task("pairs", spec, root / "pairs")
     out["pair_classification"] = root / "pairs"
     # pair regression (csv)
     rows = "".join(f"a sentence {i},another one {i % 5},{(i % 5) / 4:.2f}\n" for i in range(32))
     spec = {"source": "files", "kind": "regression", "text_column": "s1",
             "text_pair_column": "s2", "label_column": "score", "dev_fraction": 0.25,
             "test_fraction": 0.25, "train": _write(src / "sts.csv", "s1,s2,score\n" + rows)}
-    tasks.prepare_task("sts", spec, root / "sts")
+    prepare_task("sts", spec, root / "sts")
     out["regression"] = root / "sts"
     # token classification (CoNLL); "Kaczmarczykowski" splits into several sub-tokens
     sents = ["John\tB-PER\nKaczmarczykowski\tI-PER\nvisited\tO\nParis\tB-LOC\n.\tO\n",
@@ -110,15 +113,14 @@ def task_dirs(tmp_path_factory):
              "Mary\tB-PER\nlives\tO\nin\tO\nNew\tB-LOC\nYork\tI-LOC\n"]
     spec = {"source": "files", "format": "conll", "dev_fraction": 0.25, "test_fraction": 0.25,
             "train": _write(src / "ner.tsv", "\n".join(sents * 10))}
-    tasks.prepare_task("ner", spec, root / "ner")
+    prepare_task("ner", spec, root / "ner")
     out["token_classification"] = root / "ner"
     return out
 
 
 def run(model_dir, task_dir, out: Path, mode="full", lr=1e-3, seed=1, **settings):
     spec = {**SETTINGS, **settings}
-    return finetune.run_finetune(model_dir, "tiny", task_dir, mode, lr, seed, spec,
-                                 out / "metrics.json")
+    return loop.run_finetune(model_dir, "tiny", task_dir, mode, lr, seed, spec, out / "metrics.json")
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,8 +242,8 @@ def test_ner_label_alignment(tokenizer):
     word_ids = tokenizer(rows[0]["tokens"], is_split_into_words=True).word_ids()
     n_sub = word_ids.count(1)
     assert n_sub > 1
-    word = finetune.tokenize_split(tokenizer, task, rows, 32, "word")
-    sub = finetune.tokenize_split(tokenizer, task, rows, 32, "subtoken")
+    word = tokenize_split(tokenizer, task, rows, 32, "word")
+    sub = tokenize_split(tokenizer, task, rows, 32, "subtoken")
     # [CLS] John Kacz ##... runs [SEP]: first sub-token carries the tag, the rest -100 ...
     assert word["y"].tolist() == [-100, 0, 0] + [-100] * (n_sub - 1) + [2, -100]
     # ... or, sub-token scheme, the word's tag with B- turned into I- on continuations
@@ -267,7 +269,7 @@ def test_unlabelled_test_reports_dev(tmp_path, student_dir, task_dirs):
     spec = {"source": "files", "kind": "classification", "train": _write(src / "train.jsonl", labelled),
             "dev": _write(src / "dev.jsonl", labelled),
             "test": _write(src / "test.jsonl", '{"text": "no label here"}\n{"text": "nor here"}\n')}
-    tasks.prepare_task("glue_like", spec, tmp_path / "task")
+    prepare_task("glue_like", spec, tmp_path / "task")
     result = run(student_dir, tmp_path / "task", tmp_path / "out", epochs=1)
     assert result["test"] is None and result["eval_split"] == "dev"
 
@@ -279,9 +281,10 @@ def test_max_train_examples_and_cosine(tmp_path, student_dir, task_dirs):
 
 
 def test_settings_validation_and_cli(tmp_path, student_dir, task_dirs, capsys):
-    with pytest.raises(ValueError, match="unknown key\\(s\\) epoch;"):
+    with pytest.raises(ValueError, match="finetune.settings: unknown key\\(s\\) epoch \\(known: "):
         run(student_dir, task_dirs["classification"], tmp_path, epoch=1)
-    with pytest.raises(ValueError, match="scheduler must be one of linear, cosine"):
+    with pytest.raises(ValueError,
+                       match="finetune.settings.scheduler: 'step' is not one of \\['linear', 'cosine'\\]"):
         run(student_dir, task_dirs["classification"], tmp_path, scheduler="step")
     out = tmp_path / "cli" / "metrics.json"
     args = ["finetune", "--model", str(student_dir), "--model-name", "tiny", "--task",
@@ -297,3 +300,23 @@ def test_settings_validation_and_cli(tmp_path, student_dir, task_dirs, capsys):
     with pytest.raises(SystemExit):
         cli_main(args[:5] + ["--task", str(tmp_path / "missing")] + args[7:])
     assert "task.json" in capsys.readouterr().err
+
+
+def test_cli_lr_reaches_the_optimiser_exactly(tmp_path, student_dir, task_dirs, monkeypatch):
+    """The rule passes the configured lr as Python's shortest repr; nothing may round it."""
+    optimisers = []
+
+    def recording_adamw(named_params, **kwargs):
+        optimisers.append(optim.adamw(named_params, **kwargs))
+        return optimisers[-1]
+
+    monkeypatch.setattr(loop, "adamw", recording_adamw)
+    out = tmp_path / "metrics.json"
+    assert cli_main(["finetune", "--model", str(student_dir), "--model-name", "tiny", "--task",
+                     str(task_dirs["classification"]), "--mode", "full", "--lr", "1.2345678e-4",
+                     "--seed", "1", "--spec", json.dumps({**SETTINGS, "epochs": 1}),
+                     "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["lr"] == 1.2345678e-4
+    assert '"lr": 0.00012345678,' in out.read_text()
+    (optimiser,) = optimisers
+    assert {g["initial_lr"] for g in optimiser.param_groups} == {1.2345678e-4}
