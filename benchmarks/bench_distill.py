@@ -4,7 +4,7 @@
 
 For each model shape it times full optimiser steps (teacher forward + student forward/backward +
 AdamW) of two recipes, interleaved step by step so machine noise hits both alike:
-- engine: the code path of `minialbert distill` (`engine.forward_backward`): teacher in eval and
+- engine: the code path of `minialbert distill` (`distill.step.forward_backward`): teacher in eval and
   inference mode with bf16 weights (precision auto), SDPA, attention maps recomputed only for the
   mapped layers, vocab heads only at the M masked slots; student under bf16 autocast, SDPA,
   attention probabilities only for the mapped recursions, vocab head only at the masked slots.
@@ -12,7 +12,7 @@ AdamW) of two recipes, interleaved step by step so machine noise hits both alike
   layer of both models, vocab heads on every position of both models (the losses then pick the
   masked positions / mapped layers).
 Both compute the same objective (same weights, same layer map). Reported: tokens/s (median of the
-timed steps), the ratio engine / reference, model FLOPs per token (DESIGN.md s7 formula, each
+timed steps), the ratio engine / reference, model FLOPs per token (the `minialbert.distill.flops` formula, each
 recipe with its own head FLOPs), achieved GFLOP/s, and MFU against the bf16 and fp32 matmul peaks
 measured in the same run (a 4096^3 matmul on the same threads, best of before and after).
 
@@ -39,13 +39,14 @@ import torch
 
 import minialbert  # noqa: F401
 from minialbert.distill import losses as L
-from minialbert.distill.distributed import cpu_supports_bf16, resolve_precision
-from minialbert.distill.engine import (DistillStudent, Terms, forward_backward, global_dens, make_optimizer)
 from minialbert.distill.flops import step_flops_per_token
 from minialbert.distill.masking import mask_tokens, num_mask_slots, step_generator
 from minialbert.distill.spec import default_layer_map, parse_spec
+from minialbert.distill.step import DistillStudent, Terms, forward_backward, global_dens
 from minialbert.distill.teacher import TeacherRunner
 from minialbert.modeling_minialbert import MiniAlbertForMaskedLM, preset_config
+from minialbert.optim import adamw
+from minialbert.runtime import cpu_supports_bf16, resolve_precision
 
 SPECIAL = [0, 100, 101, 102, 103]
 MASK_ID = 103
@@ -117,8 +118,8 @@ class EngineStep:
         self.runner = TeacherRunner(teacher_sdpa, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
         self.net = DistillStudent(student, proj).train()
         self.terms, self.precision, self.device = terms, precision, device
-        self.keys = [k for k in ("mlm", "kd", "att", "hid") if terms.on[k]]
-        self.opt = make_optimizer(list(self.net.named_parameters()), spec, device)
+        self.keys = terms.keys
+        self.opt = adamw(self.net.named_parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
         self.fwd = self.net
 
     def __call__(self, ids, am, step, m, spec):
@@ -141,7 +142,7 @@ class ReferenceStep:
         self.device = device
         params = list(student.named_parameters()) + ([("proj." + n, p) for n, p in proj.named_parameters()]
                                                      if proj is not None else [])
-        self.opt = make_optimizer(params, spec, device)
+        self.opt = adamw(params, lr=spec.lr, weight_decay=spec.weight_decay)
 
     def __call__(self, ids, am, step, m, spec):
         mb = mask_tokens(ids, am, num_slots=m, mask_id=MASK_ID, special_ids=SPECIAL, vocab_size=30522,

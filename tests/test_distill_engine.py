@@ -15,7 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minialbert.distill.engine import EXIT_PREEMPTED, FAULT_ENV, NonFiniteLossError, run
+from minialbert.distill.engine import run
+from minialbert.distill.faults import EXIT_PREEMPTED, FAULT_ENV, NonFiniteLossError
 from test_distill_helpers import make_teacher, make_tokens, spec, student_spec
 
 

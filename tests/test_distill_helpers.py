@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+from minialbert.files import TOKENIZER_FILES
 
 
 def make_teacher(dest: Path, tokenizer_src: Path, *, hidden=32, layers=4, heads=4, intermediate=64,
@@ -39,7 +39,7 @@ def make_teacher(dest: Path, tokenizer_src: Path, *, hidden=32, layers=4, heads=
 
 def make_tokens(dest: Path, teacher_dir: Path, *, n_windows=64, max_length=32, seed=0, min_len=6) -> Path:
     """Random windows `[CLS] ids [SEP] pad...` in the documented packed format."""
-    from minialbert.data import load_teacher_tokenizer, special_token_ids, vocab_sha256
+    from minialbert.data.packed import load_teacher_tokenizer, special_token_ids, vocab_sha256
 
     dest = Path(dest)
     if (dest / "meta.json").exists():

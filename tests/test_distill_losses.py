@@ -283,8 +283,46 @@ def test_spec_defaults_and_unknown_keys():
         parse_student_spec({"init": "svd"})
 
 
+def test_zero_cadences_zero_clip_and_null_layer_map_entries_are_valid():
+    assert parse_spec({"checkpoint_every": 0}).checkpoint_every == 0  # only on SIGTERM / budget / end
+    assert parse_spec({"eval_every": 0}).eval_every == 0  # only at the end
+    assert parse_spec({"eval_every": None}).eval_every == 0  # the same, spelt once
+    assert parse_spec({"grad_clip": 0}).grad_clip is None  # no clipping, spelt once
+    assert parse_spec({"grad_clip": None}).grad_clip is None
+    assert parse_spec({"layer_map": [None, 1]}).layer_map == [None, 1]  # null skips a recursion
+    with pytest.raises(ValueError, match="distill.weights: at least one"):
+        parse_spec({"weights": {"mlm": 0, "kd": 0, "att": 0, "hid": 0}})
+
+
+def test_student_spec_merges_entry_and_model_keys_and_the_name_is_optional():
+    s = parse_student_spec({"init": "random", "overrides": {"hidden_size": 32}})
+    assert s.name is None and s.init == "random" and s.distill is True
+    assert s.preset == "offline-default" and s.overrides == {"hidden_size": 32}
+    assert parse_student_spec('{"name": "x"}').name == "x"
+    with pytest.raises(ValueError, match="student.name"):
+        parse_student_spec({"name": "teacher"})
+    with pytest.raises(ValueError, match="student.distill"):
+        parse_student_spec({"distill": "yes"})
+
+
+def test_linear_schedule_is_warmup_then_linear_decay_to_zero():
+    from minialbert.distill.setup import optimizer_and_schedule
+
+    spec = parse_spec({"lr": 1e-3, "warmup_steps": 3, "steps": 10})
+    opt, sched = optimizer_and_schedule(torch.nn.Linear(2, 2), spec)
+    got = []
+    for _ in range(spec.steps + 1):
+        got.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    # the hand-written lambda the engine used before transformers' "linear" schedule
+    ref = [1e-3 * (k / 3 if k < 3 else max(0.0, (10 - k) / 7)) for k in range(11)]
+    assert got == pytest.approx(ref, abs=1e-12)
+    assert opt.param_groups[0]["eps"] == 1e-8  # the transformers Trainer default
+
+
 def test_kd_needs_a_teacher_with_an_mlm_head(tmp_path):
-    from minialbert.distill.engine import check_kd
+    from minialbert.distill.setup import check_kd
 
     (tmp_path / "manifest.json").write_text(json.dumps({"has_mlm_head": False}))
     with pytest.raises(ValueError, match=r"distill.weights.kd > 0 needs a teacher with an MLM head \(teacher .* has none\)"):

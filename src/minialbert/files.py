@@ -11,6 +11,8 @@ from pathlib import Path
 # The files of a Hugging Face tokenizer that travel with a model folder (those that exist).
 TOKENIZER_FILES = (
     "tokenizer.json",
+    "vocab.json",  # byte-level BPE (RoBERTa-style) vocabularies
+    "merges.txt",
     "vocab.txt",
     "tokenizer_config.json",
     "special_tokens_map.json",

@@ -98,7 +98,7 @@ def validate(instance: Any, node: dict, where: str) -> Any:
     return instance
 
 
-def _parse(value: str | dict | None, where: str) -> dict:
+def parse(value: str | dict | None, where: str) -> dict:
     if value is None:
         return {}
     if isinstance(value, str):
@@ -119,7 +119,7 @@ def load_section(section: str, value: str | dict | None, where: str | None = Non
     `where` names the section in errors (default: `section`, e.g. `tasks.bbc_topic` for `tasks.*`).
     """
     where = where or section
-    return validate(_parse(value, where), section_schema(section), where)
+    return validate(parse(value, where), section_schema(section), where)
 
 
 def defaults(section: str) -> dict:

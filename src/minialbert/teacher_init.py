@@ -1,4 +1,4 @@
-"""Initialise a MiniALBERT student from a BERT teacher (`init: teacher`, DESIGN.md section 4).
+"""Initialise a MiniALBERT student from a BERT teacher (`init: teacher`; docs/method.md, "The student").
 
 Embeddings: with the SVD of the teacher's word embeddings W (V x H) = U S V^T, the student's word
 embeddings are U_E S_E = W V_E (V x E) and the projector maps E -> H with weight V_E (bias 0), so

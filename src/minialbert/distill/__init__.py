@@ -1,13 +1,20 @@
-"""`minialbert distill`: teacher -> MiniALBERT student distillation (DESIGN.md s4).
+"""`minialbert distill`: teacher -> MiniALBERT student distillation (docs/method.md, "Distillation objective").
 
     minialbert distill --teacher DIR --tokens DIR --student-spec JSON --spec JSON --out DIR
                        [--resume] [--max-steps N]
 
-Modules: `spec` (settings, layer map), `masking` (static-shape dynamic MLM masking), `losses`
-(MLM, KD, ATT, HID), `teacher` (teacher loading and the sparse teacher forward), `engine` (the
-loop), `checkpoint` (atomic resumable state in `<out>.state/`), `distributed` (torchrun / DDP,
-device, precision), `flops` (FLOPs per token, MFU). Heavy imports happen only when the command
-runs, so `minialbert --help` stays fast.
+Settings: `--spec` is the config's `distill` section, `--student-spec` a `students` entry merged
+with the `student` section; both are validated against `src/minialbert/config.schema.yaml`, which
+holds every default.
+
+Modules: `spec` (settings, layer map, state hash), `setup` (models, terms, optimiser, data order:
+one `Setup`), `loop` (training, evaluation, logging), `step` (one micro-step: forwards, losses,
+backward), `batches` (data order, held-out windows, masked batches), `masking` (static-shape
+dynamic MLM masking), `losses` (MLM, KD, ATT, HID), `teacher` (teacher loading and the sparse
+teacher forward), `outputs` (results folder, summary, TensorBoard), `checkpoint` (progress and the
+atomic resumable state in `<out>.state/`), `faults` (SIGTERM, non-finite losses, test faults),
+`distributed` (torchrun / DDP, device), `flops` (FLOPs per token, MFU), `engine` (`run`). Heavy
+imports happen only when the command runs, so `minialbert --help` stays fast.
 
 Training state: `<out>.state/latest.pt` beside the output folder (never inside it, so Snakemake
 never sees a half-trained output), written atomically every `checkpoint_every` steps, on SIGTERM

@@ -13,12 +13,17 @@ and read back with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..atomic import staged_file
+
+if TYPE_CHECKING:
+    from .setup import Setup
 
 FORMAT = 1
 LATEST = "latest.pt"
@@ -77,3 +82,64 @@ def to_cpu(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return tuple(to_cpu(v) for v in obj)
     return obj
+
+
+# ---- the run's state: progress + weights + optimiser + RNGs ------------------------------------
+
+@dataclass
+class Progress:
+    """How far the run is; saved in the state and restored on resume."""
+
+    step: int = 0  # optimiser steps done; fixes the data position and the masks
+    tokens_seen: int = 0
+    train_seconds: float = 0.0  # in training steps, over all invocations (no eval, no checkpoints)
+    wall_seconds: float = 0.0  # of earlier invocations
+    log: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    resumed_from: int | None = None
+    started: float = field(default_factory=time.perf_counter)  # this invocation
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def wall(self) -> float:
+        return self.wall_seconds + self.elapsed()
+
+
+def save(s: "Setup", p: Progress) -> None:
+    """Collective: every rank sends its RNG states; rank 0 writes."""
+    rngs = s.rt.gather_objects(rng_state())
+    if s.rt.is_main:
+        save_state(s.state_dir, {
+            "hash": s.state_hash, "step": p.step, "tokens_seen": p.tokens_seen,
+            "data_position": list(s.order.position(p.step * s.global_batch)),
+            "train_seconds": p.train_seconds, "wall_seconds": p.wall(),
+            "model": to_cpu(s.models.student.state_dict()),
+            "proj": to_cpu(s.net.proj.state_dict()) if s.net.proj is not None else {},
+            "optimizer": to_cpu(s.optimizer.state_dict()), "scheduler": s.scheduler.state_dict(),
+            "log": p.log, "evals": p.evals, "world_size": s.rt.world, "rng": rngs,
+        })
+    s.rt.barrier()
+
+
+def resume(s: "Setup", p: Progress) -> None:
+    """Continue from the saved state when there is one made with the same settings."""
+    state = load_state(s.state_dir)
+    if state is not None and state.get("hash") != s.state_hash:
+        s.rt.say(f"distill: {s.state_dir / LATEST} was made with different settings "
+                 f"(state hash {state.get('hash')} != {s.state_hash}); ignoring it and starting fresh")
+        state = None
+    if state is None:
+        return
+    s.models.student.load_state_dict(state["model"])
+    if s.net.proj is not None:
+        s.net.proj.load_state_dict(state["proj"])
+    s.optimizer.load_state_dict(state["optimizer"])
+    s.scheduler.load_state_dict(state["scheduler"])
+    rngs = state["rng"]
+    set_rng_state(rngs[s.rt.rank] if len(rngs) == s.rt.world else rngs[0])
+    p.step, p.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+    p.train_seconds, p.wall_seconds = float(state["train_seconds"]), float(state["wall_seconds"])
+    p.log, p.evals = list(state["log"]), list(state["evals"])
+    p.resumed_from = p.step
+    s.rt.say(f"distill: resumed from {s.state_dir / LATEST} at step {p.step}")

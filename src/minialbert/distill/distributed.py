@@ -1,4 +1,4 @@
-"""Process group, device and precision for the distillation run.
+"""Process group and device for the distillation run (precision: `minialbert.runtime`).
 
 Launched by `torchrun` (WORLD_SIZE / RANK / LOCAL_RANK in the environment) the run initialises a
 process group: NCCL when CUDA is available, gloo otherwise (so the multi-process path is testable
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -35,6 +35,17 @@ class Runtime:
     @property
     def distributed(self) -> bool:
         return self.world > 1
+
+    def say(self, msg: str) -> None:
+        """A message on stderr from rank 0 only (through tqdm, so a progress bar stays intact)."""
+        if not self.is_main:
+            return
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(msg, file=sys.stderr)
+        except ImportError:
+            print(msg, file=sys.stderr)
 
     # ---- collectives (no-ops in a single process) ----------------------------------------------
 
@@ -97,38 +108,3 @@ def teardown(rt: Runtime) -> None:
     if rt.distributed and dist.is_initialized():
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
-
-
-# ---- precision ----------------------------------------------------------------------------------
-
-@lru_cache(maxsize=1)
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 matmul (AVX512-BF16 or AMX-BF16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    with contextlib.suppress(Exception):
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> 'bf16' where the device does bf16 matmuls natively, else 'fp32'."""
-    if precision in ("bf16", "fp32"):
-        return precision
-    if precision != "auto":
-        raise ValueError(f"distill.precision must be auto, bf16 or fp32, got {precision!r}")
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_supports_bf16() else "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()

@@ -1,4 +1,4 @@
-"""Model FLOPs per token of a distillation step (DESIGN.md s7) and MFU.
+"""Model FLOPs per token of a distillation step, and MFU.
 
 forward FLOPs/token = 2 x (matmul parameters applied per token) + 4 x L x T x d
                       + 2 x (H x H + H x V) x (fraction of positions the vocab head runs at)

@@ -1,6 +1,7 @@
-"""The four distillation terms (DESIGN.md s4), each as a *sum* plus its normaliser.
+"""The four distillation terms, each as a *sum* plus its normaliser (docs/method.md, "Distillation
+objective").
 
-The engine divides every sum by a denominator computed over the whole global batch (all
+The training step divides every sum by a denominator computed over the whole global batch (all
 processes, all accumulation micro-steps), so the loss and its gradient do not depend on how the
 batch is split. The `*_loss` wrappers give the plain means used in tests and evaluation.
 
