@@ -49,7 +49,7 @@ def section_schema(section: str) -> dict:
                 node = node["properties"][part]
             except KeyError:
                 raise KeyError(f"no config section {section!r} in {SCHEMA_PATH.name}") from None
-    return node
+    return _resolve(node)
 
 
 @functools.cache
