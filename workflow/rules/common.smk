@@ -4,6 +4,7 @@
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ CORPUS = config["corpus"]["name"]
 STUDENTS = {s["name"]: s for s in config["students"]}
 TASKS = config["tasks"]
 FT = config["finetune"]
+# tasks whose dev/test documents must not be in the distillation corpus
+SHARED_SOURCE_TASKS = [t for t, spec in TASKS.items() if spec.get("shares_source") == CORPUS]
 
 TEACHER_DIR = f"resources/teacher/{TEACHER}"
 CORPUS_DIR = f"resources/corpus/{CORPUS}"
@@ -33,6 +36,9 @@ for _i, _model in enumerate(FT["models"]):
             f"finetune.models[{_i}]",
             f"'{_model}' is neither 'teacher' nor a student ({', '.join(STUDENTS)})",
         )
+for _task, _spec in TASKS.items():
+    if _spec.get("shares_source") not in (None, CORPUS):
+        config_error(f"tasks.{_task}.shares_source", f"'{_spec['shares_source']}' is not the corpus ('{CORPUS}')")
 for _task in FT["per_task"]:
     if _task not in TASKS:
         config_error(f"finetune.per_task.{_task}", f"no such task (tasks: {', '.join(TASKS)})")
