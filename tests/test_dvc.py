@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY = "tests/config/tiny.yaml"
 # What a clone of the project holds that the pipeline needs (no venv, no outputs).
-PROJECT_FILES = ["Snakefile", "workflow", "config", "tests/config", "src/minialbert", "scripts",
+PROJECT_FILES = ["Snakefile", "workflow", "config", "profiles", "tests/config", "src/minialbert", "scripts",
                  "dvc.yaml", ".dvcignore", ".gitignore"]
 SHIPPED_DVC = [".dvc/config", ".dvc/plots"]  # the project's DVC set-up, copied after `dvc init`
 NEW_TASK = {"source": "package", "dataset": "drug_review", "max_train": 40, "max_eval": 20}
