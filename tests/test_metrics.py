@@ -80,3 +80,32 @@ def test_metric_names_and_errors():
         compute_metrics("classification", [0, 1], [0], ["a", "b"])
     with pytest.raises(ValueError, match="not one of"):
         compute_metrics("classification", ["zz"], ["a"], ["a", "b"])
+
+
+def test_plain_tags_by_hand():
+    # POS tags are not BIO: every tag is a class, scored per token
+    gold = [["DET", "NOUN", "VERB"], ["NOUN", "VERB"]]
+    pred = [["DET", "NOUN", "NOUN"], ["NOUN", "VERB"]]
+    m = compute_metrics("token_classification", pred, gold, ["DET", "NOUN", "VERB"], tag_scheme="plain")
+    assert set(m) == {"accuracy", "macro_f1", "n"} and m["n"] == 2
+    assert m["accuracy"] == pytest.approx(4 / 5)
+    # DET P=R=1 -> 1; NOUN P=2/3 R=1 -> 0.8; VERB P=1 R=1/2 -> 2/3
+    assert m["macro_f1"] == pytest.approx((1 + 0.8 + 2 / 3) / 3)
+    # no scheme given: inferred from the labels (not BIO -> plain), ids work as for BIO
+    assert compute_metrics("token_classification", [[0, 1, 1], [1, 2]], [[0, 1, 2], [1, 2]],
+                           ["DET", "NOUN", "VERB"]) == m
+    # a BIO-looking set scored as plain on request: B-PER / I-PER / O are three classes
+    bio = compute_metrics("token_classification", [["B-PER", "O"]], [["B-PER", "I-PER"]],
+                          tag_scheme="plain")
+    assert bio["accuracy"] == pytest.approx(0.5) and "f1" not in bio
+    # and a BIO set without a scheme keeps seqeval's entity F1 (the default, as before)
+    assert "f1" in compute_metrics("token_classification", [["B-PER", "O"]], [["B-PER", "O"]])
+
+
+def test_metric_names_per_tag_scheme():
+    assert metric_names("token_classification", 5) == ["precision", "recall", "f1", "accuracy"]
+    assert metric_names("token_classification", 5, "plain") == ["accuracy", "macro_f1"]
+    with pytest.raises(ValueError, match="unknown tag scheme 'iob'"):
+        metric_names("token_classification", 5, "iob")
+    with pytest.raises(ValueError, match="unknown tag scheme 'iob'"):
+        compute_metrics("token_classification", [["O"]], [["O"]], tag_scheme="iob")

