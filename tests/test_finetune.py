@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,11 @@ from minialbert import optim
 from minialbert.cli import main as cli_main
 from minialbert.finetune import loop
 from minialbert.finetune.batches import tokenize_split
+from minialbert.finetune.protocol import slice_indices
+from minialbert.finetune.results import comparable
+from minialbert.metrics import compute_metrics
 from minialbert.tasks.build import prepare_task
+from minialbert.tasks.folder import load_task
 
 SETTINGS = {"epochs": 2, "batch_size": 4, "max_length": 32, "threads": 1}
 CONTRACT_KEYS = {"model", "task", "mode", "lr", "seed", "trainable_params", "total_params", "dev",
@@ -35,34 +40,34 @@ def tokenizer(teacher_package_dir):
     return AutoTokenizer.from_pretrained(teacher_package_dir, local_files_only=True)
 
 
-@pytest.fixture(scope="module")
-def student_dir(tmp_path_factory, tokenizer):
-    d = tmp_path_factory.mktemp("student")
-    torch.manual_seed(0)
-    MiniAlbertForMaskedLM(MiniAlbertConfig(**TINY)).save_pretrained(d)
+def _checkpoint(d: Path, model, tokenizer) -> Path:
+    model.save_pretrained(d)
     tokenizer.save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory, tokenizer):
+    torch.manual_seed(0)
+    return _checkpoint(tmp_path_factory.mktemp("student"),
+                       MiniAlbertForMaskedLM(MiniAlbertConfig(**TINY)), tokenizer)
 
 
 @pytest.fixture(scope="module")
 def plain_student_dir(tmp_path_factory, tokenizer):
-    d = tmp_path_factory.mktemp("plain_student")
     torch.manual_seed(0)
-    MiniAlbertForMaskedLM(MiniAlbertConfig(**TINY, use_adapters=False)).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
+    return _checkpoint(tmp_path_factory.mktemp("plain_student"),
+                       MiniAlbertForMaskedLM(MiniAlbertConfig(**TINY, use_adapters=False)), tokenizer)
 
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory, tokenizer):
     """A tiny teacher-like folder: a `BertModel` checkpoint (no head), like all-MiniLM-L6-v2."""
-    d = tmp_path_factory.mktemp("bert")
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=4, intermediate_size=64,
-                         max_position_embeddings=64)).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
+    bert = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=4, intermediate_size=64,
+                                max_position_embeddings=64))
+    return _checkpoint(tmp_path_factory.mktemp("bert"), bert, tokenizer)
 
 
 WORDS = {"sport": "football goal match team", "money": "bank market shares profit",
@@ -92,7 +97,7 @@ def task_dirs(tmp_path_factory):
     prepare_task("clf", spec, root / "clf")
     out["classification"] = root / "clf"
     # pair classification (jsonl), carved splits
-    lines = [json.dumps({"a": f"is {w} here", "b": f"{w if i % 2 else 'nothing'} there",
+    lines = [json.dumps({"a": f"is {w} here {i}", "b": f"{w if i % 2 else 'nothing'} there",
                          "y": "same" if i % 2 else "different"})
              for i, w in enumerate(["cats", "dogs", "birds", "fish", "cows", "owls"] * 6)]
     spec = {"source": "files", "kind": "pair_classification", "text_column": "a",
@@ -107,12 +112,13 @@ def task_dirs(tmp_path_factory):
             "test_fraction": 0.25, "train": _write(src / "sts.csv", "s1,s2,score\n" + rows)}
     prepare_task("sts", spec, root / "sts")
     out["regression"] = root / "sts"
-    # token classification (CoNLL); "Kaczmarczykowski" splits into several sub-tokens
+    # token classification (CoNLL); "Kaczmarczykowski" splits into several sub-tokens; the
+    # trailing number keeps the 30 sentences distinct (carving drops duplicates)
     sents = ["John\tB-PER\nKaczmarczykowski\tI-PER\nvisited\tO\nParis\tB-LOC\n.\tO\n",
              "Paris\tB-LOC\nis\tO\nnice\tO\n",
              "Mary\tB-PER\nlives\tO\nin\tO\nNew\tB-LOC\nYork\tI-LOC\n"]
     spec = {"source": "files", "format": "conll", "dev_fraction": 0.25, "test_fraction": 0.25,
-            "train": _write(src / "ner.tsv", "\n".join(sents * 10))}
+            "train": _write(src / "ner.tsv", "\n".join(f"{sents[i % 3]}{i}\tO\n" for i in range(30)))}
     prepare_task("ner", spec, root / "ner")
     out["token_classification"] = root / "ner"
     return out
@@ -246,8 +252,8 @@ def test_ner_label_alignment(tokenizer):
     sub = tokenize_split(tokenizer, task, rows, 32, "subtoken")
     # [CLS] John Kacz ##... runs [SEP]: first sub-token carries the tag, the rest -100 ...
     assert word["y"].tolist() == [-100, 0, 0] + [-100] * (n_sub - 1) + [2, -100]
-    # ... or, sub-token scheme, the word's tag with B- turned into I- on continuations
-    assert sub["y"].tolist() == [-100, 0, 0] + [1] * (n_sub - 1) + [2, -100]
+    # ... or, sub-token scheme (the reference code), every sub-token its word's tag as is, B- too
+    assert sub["y"].tolist() == [-100, 0, 0] + [0] * (n_sub - 1) + [2, -100]
     assert word["widx"].tolist() == [-1, 0, 1] + [-1] * (n_sub - 1) + [2, -1]
     assert word["gold"].tolist() == [0, 0, 2]
 
@@ -320,3 +326,123 @@ def test_cli_lr_reaches_the_optimiser_exactly(tmp_path, student_dir, task_dirs, 
     assert '"lr": 0.00012345678,' in out.read_text()
     (optimiser,) = optimisers
     assert {g["initial_lr"] for g in optimiser.param_groups} == {1.2345678e-4}
+
+
+# --------------------------------------------------------------------------------------------
+# selection protocol, predictions, runtime (the metrics.json contract)
+
+
+@pytest.fixture(scope="module")
+def glue_like(tmp_path_factory, task_dirs):
+    """Test labels hidden (dev reported), plus an extra labelled eval split, as GLUE MNLI."""
+    root = tmp_path_factory.mktemp("glue_like")
+    src = root / "src"
+    src.mkdir()
+    clf = task_dirs["classification"]
+    spec = {"source": "files", "kind": "classification",
+            "train": _write(src / "train.jsonl", (clf / "train.jsonl").read_text()),
+            "dev": _write(src / "dev.jsonl", (clf / "dev.jsonl").read_text()),
+            "test": _write(src / "test.jsonl", '{"text": "no label here"}\n{"text": "nor here"}\n')}
+    prepare_task("glue_like", spec, root / "task")
+    task = json.loads((root / "task" / "task.json").read_text())
+    shutil.copy(clf / "test.jsonl", root / "task" / "dev_mismatched.jsonl")
+    n_extra = json.loads((clf / "task.json").read_text())["counts"]["test"]
+    task["extra_splits"], task["counts"]["dev_mismatched"] = ["dev_mismatched"], n_extra
+    (root / "task" / "task.json").write_text(json.dumps(task))
+    return root / "task", n_extra
+
+
+def _metrics_of(result: dict, split: str) -> dict:
+    """The metrics recomputed from metrics.json's predictions, as the aggregate does."""
+    preds = result["predictions"][split]
+    return compute_metrics(result["kind"], preds["pred"], preds["gold"], sorted(WORDS))
+
+
+def test_dev_protocol_predictions_and_runtime(tmp_path, student_dir, task_dirs):
+    result = run(student_dir, task_dirs["classification"], tmp_path, selection="reference")
+    # a labelled test: select on dev, report test, whatever `selection` says
+    assert (result["protocol"], result["selection_split"], result["reported_split"]) == ("dev", "dev", "test")
+    assert result["selection"] == result["dev"] and result["reported"] == result["test"]
+    assert set(result["predictions"]) == {"test"}
+    preds = result["predictions"]["test"]
+    test_rows = [json.loads(line) for line in (task_dirs["classification"] / "test.jsonl").open()]
+    assert preds["gold"] == [r["label"] for r in test_rows]  # file order, label strings
+    assert set(preds["pred"]) <= set(WORDS)
+    assert _metrics_of(result, "test") == result["test"]
+    runtime = result["runtime"]
+    assert {"train_seconds", "examples_per_second", "total_seconds", "threads", "cache_hit",
+            "versions", "git_commit", "settings_sha256", "device", "precision", "seed"} <= set(runtime)
+    assert runtime["seed"] == 1 and runtime["train_seconds"] == result["train_seconds"]
+    assert len(runtime["epoch_seconds"]) == 2 and all("train_seconds" not in h for h in result["history"])
+
+
+def test_train_slice_protocol(tmp_path, student_dir, bert_dir, glue_like):
+    task_dir, n_extra = glue_like
+    n_train = json.loads((task_dir / "task.json").read_text())["counts"]["train"]
+    result = run(student_dir, task_dir, tmp_path / "a", slice_fraction=0.25)
+    assert (result["protocol"], result["selection_split"], result["reported_split"]) == (
+        "train_slice", "train_slice", "dev")
+    size = result["selection"]["n"]
+    assert size == round(0.25 * n_train) and result["train_examples"] == n_train - size
+    assert result["selection"] == result["history"][result["best_epoch"] - 1]["train_slice"]
+    assert "dev" not in result["history"][0]  # dev is never looked at before the end
+    assert result["test"] is None and result["eval_split"] == "dev"
+    assert result["reported"] == result["dev"] == _metrics_of(result, "dev")
+    assert set(result["predictions"]) == {"dev", "dev_mismatched"}
+    assert result["extra"]["dev_mismatched"] == _metrics_of(result, "dev_mismatched")
+    assert result["extra"]["dev_mismatched"]["n"] == n_extra
+    assert result["anytime"][-1]["metrics"] == result["reported"]
+    # the slice is the task's: the same for another model, mode, learning rate and seed
+    other = run(bert_dir, task_dir, tmp_path / "b", mode="lora", lr=5e-4, seed=9, slice_fraction=0.25)
+    assert other["train_examples"] == result["train_examples"]
+    with pytest.raises(ValueError, match="slice_fraction: .* gives a selection slice of 0"):
+        run(student_dir, task_dir, tmp_path / "c", slice_fraction=0.01)
+
+
+def test_train_slice_is_stratified_and_seeded_by_the_task(tmp_path, tokenizer, task_dirs):
+    task, rows = load_task(task_dirs["classification"])
+    arrays = tokenize_split(tokenizer, task, rows["train"], 32, "word")
+    picked = slice_indices(arrays, task, 0.25, 100)
+    assert picked == slice_indices(arrays, task, 0.25, 100) and len(picked) == 6
+    assert Counter(rows["train"][i]["label"] for i in picked) == {label: 2 for label in WORDS}
+    assert slice_indices(arrays, {**task, "seed": 14}, 0.25, 100) != picked
+    assert len(slice_indices(arrays, task, 0.25, 3)) == 3  # slice_max caps it
+
+
+def test_reference_protocol_keeps_the_last_epoch(tmp_path, student_dir, glue_like):
+    result = run(student_dir, glue_like[0], tmp_path, selection="reference", epochs=3)
+    assert (result["protocol"], result["selection_split"], result["reported_split"]) == (
+        "reference", "dev", "dev")
+    assert result["best_epoch"] == 3
+    assert result["selection"] == result["reported"] == result["dev"] == result["history"][-1]["dev"]
+    assert result["train_examples"] == json.loads((glue_like[0] / "task.json").read_text())["counts"]["train"]
+    assert result["dev"] == _metrics_of(result, "dev")
+
+
+@pytest.mark.parametrize("label_scheme", ["word", "subtoken"])
+def test_token_and_regression_predictions(tmp_path, student_dir, task_dirs, tokenizer, label_scheme):
+    result = run(student_dir, task_dirs["token_classification"], tmp_path / "ner", epochs=1,
+                 label_scheme=label_scheme)
+    preds = result["predictions"]["test"]
+    task, rows = load_task(task_dirs["token_classification"])
+    sentences = rows["test"]
+    if label_scheme == "word":
+        assert preds["gold"] == [r["tags"] for r in sentences]
+    else:  # one tag per sub-token, the word's own tag (the reference)
+        for r, gold in zip(sentences, preds["gold"]):
+            word_ids = [w for w in tokenizer(r["tokens"], is_split_into_words=True).word_ids()
+                        if w is not None]
+            assert gold == [r["tags"][w] for w in word_ids]
+    assert [len(p) for p in preds["pred"]] == [len(g) for g in preds["gold"]]
+    assert compute_metrics("token_classification", preds["pred"], preds["gold"]) == result["test"]
+    result = run(student_dir, task_dirs["regression"], tmp_path / "sts", epochs=1)
+    preds = result["predictions"]["test"]
+    assert all(isinstance(v, float) for v in preds["gold"] + preds["pred"])
+    assert compute_metrics("regression", preds["pred"], preds["gold"]) == result["test"]
+
+
+def test_comparable_drops_only_what_differs_between_runs(tmp_path, student_dir, task_dirs):
+    first = run(student_dir, task_dirs["classification"], tmp_path / "1", epochs=1, seed=4)
+    second = run(student_dir, task_dirs["classification"], tmp_path / "2", epochs=1, seed=4)
+    assert comparable(first) == comparable(second)
+    assert "runtime" not in comparable(first) and "predictions" in comparable(first)

@@ -23,6 +23,9 @@ Adapter(x) = LayerNorm(x): at random init an identity (up to eps) on every adapt
 first, which are outputs of unit-gain, zero-shift LayerNorms, and a plain normalisation of the
 projector output for att_adapters[0]. (`teacher_init` sets the adapters' LayerNorms to keep this
 near-identity for teacher weights.) `use_adapters=False` gives a plain recursive ALBERT.
+
+Anytime inference: every forward takes `num_recursions=k` (1 <= k <= N) and then stops after
+recursion k, which the heads read exactly as they read recursion N: one checkpoint, N depths.
 """
 
 import math
@@ -341,6 +344,16 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
+    def _recursions_to_run(self, num_recursions) -> int:
+        n = self.config.num_recursions
+        if num_recursions is None:
+            return n
+        valid = isinstance(num_recursions, numbers.Integral) and not isinstance(num_recursions, bool)
+        if not (valid and 1 <= num_recursions <= n):
+            raise ValueError(f"num_recursions must be an integer from 1 to {n} (the model's recursions), "
+                             f"got {num_recursions!r}")
+        return int(num_recursions)
+
     def forward(
         self,
         input_ids=None,
@@ -352,20 +365,24 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
         output_attentions=False,
         attention_recursions=None,
         return_dict=True,
+        num_recursions=None,
     ):
         """Encode a batch.
 
         attention_mask: (B, T), 1 for real tokens, 0 for padding (padded keys are masked out).
-        output_hidden_states: return N + 1 states; index 0 is the projector output, i the output
+        output_hidden_states: return k + 1 states; index 0 is the projector output, i the output
             of recursion i.
         attention_recursions: 0-based recursion indices whose pre-dropout attention probabilities
             (B, heads, T, T; float32) are returned in `attentions`, in the given order; computed
             eagerly (softmax(QK^T / sqrt(d) + mask), differentiable) only for those recursions.
-        output_attentions: shorthand for all recursions.
+        output_attentions: shorthand for all recursions that run.
+        num_recursions: anytime inference: run only the first k (1 <= k <= N) recursions, each with
+            its own adapters, and return recursion k's output; None runs all N. The config is not
+            changed, so the same checkpoint serves every k.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        n = self.config.num_recursions
+        n = self._recursions_to_run(num_recursions)
         if output_attentions:
             if attention_recursions is not None:
                 raise ValueError("give either output_attentions=True or attention_recursions, not both")
@@ -375,7 +392,7 @@ class MiniAlbertModel(MiniAlbertPreTrainedModel):
             attention_recursions = list(attention_recursions)
             bad = [i for i in attention_recursions if not (isinstance(i, numbers.Integral) and 0 <= i < n)]
             if bad:
-                raise ValueError(f"attention_recursions {bad} out of range: this model has {n} recursions")
+                raise ValueError(f"attention_recursions {bad} out of range: this forward runs {n} recursions")
             wanted = set(attention_recursions)
 
         key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
@@ -448,6 +465,7 @@ class MiniAlbertForMaskedLM(MiniAlbertPreTrainedModel):
         return_dict=True,
         position_ids=None,
         inputs_embeds=None,
+        num_recursions=None,
     ):
         """MLM logits and loss.
 
@@ -464,6 +482,7 @@ class MiniAlbertForMaskedLM(MiniAlbertPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             attention_recursions=attention_recursions,
+            num_recursions=num_recursions,
         )
         hidden = outputs.last_hidden_state
         if masked_positions is not None:
@@ -514,6 +533,7 @@ class MiniAlbertForSequenceClassification(MiniAlbertPreTrainedModel):
         return_dict=True,
         position_ids=None,
         inputs_embeds=None,
+        num_recursions=None,
     ):
         outputs = self.minialbert(
             input_ids,
@@ -524,6 +544,7 @@ class MiniAlbertForSequenceClassification(MiniAlbertPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             attention_recursions=attention_recursions,
+            num_recursions=num_recursions,
         )
         logits = self.classifier(self.dropout(outputs.last_hidden_state[:, 0]))
 
@@ -573,6 +594,7 @@ class MiniAlbertForTokenClassification(MiniAlbertPreTrainedModel):
         return_dict=True,
         position_ids=None,
         inputs_embeds=None,
+        num_recursions=None,
     ):
         outputs = self.minialbert(
             input_ids,
@@ -583,6 +605,7 @@ class MiniAlbertForTokenClassification(MiniAlbertPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             attention_recursions=attention_recursions,
+            num_recursions=num_recursions,
         )
         logits = self.classifier(self.dropout(outputs.last_hidden_state))
 

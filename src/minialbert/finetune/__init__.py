@@ -10,18 +10,32 @@ creating fresh adapters for a checkpoint without them; `lora` wraps the model wi
 the attention query/value Linear layers, the head fully trainable.
 
 Training: AdamW, linear or cosine schedule, dynamic padding, length-grouped batches, all seeded.
-Dev is scored after every epoch; the best-dev epoch's weights give the final numbers: test when
-the task's test split has labels (`eval_split: test`), else dev (`eval_split: dev`, e.g. GLUE),
-plus any extra eval split (MNLI mismatched) under `extra`. metrics.json also holds the parameter
-counts, timings, precision, device, the effective settings and the per-epoch history.
+The selection protocol (`protocol`) decides where the epoch is chosen and what is reported: a task
+with a labelled test selects on dev and reports test; a GLUE-like task (hidden test labels) holds
+out a stratified slice of train to select on and reports dev (`selection: train_slice`), or keeps
+the last epoch and reports dev as the reference code did (`selection: reference`). Extra eval
+splits (MNLI mismatched) are reported under `extra`.
+
+metrics.json (`results/finetune/<model>/<task>/<mode>/lr<tag>/seed<seed>/`): the protocol and its
+splits, the metrics on them, per-example `predictions` of the reported and extra splits (what the
+aggregate bootstraps over), `anytime` scores of a student with its first k = 1..N recursions,
+parameter counts, the settings and per-epoch history, and `runtime` (timings, throughput and
+`minialbert.provenance`, which two runs of the same inputs may differ in; see `results`). With
+`save`, the fine-tuned model goes to `checkpoint/` beside it first (`checkpoint`).
+
+NER: `label_scheme: word` scores words by their first sub-token; `subtoken` (the reference) gives
+every sub-token its word's tag and scores per sub-token. task.json's `tag_scheme` picks entity F1
+(bio) or per-tag scores (plain).
 
 Settings (`--spec`): the config's `finetune.settings` merged with the task's `per_task` overrides,
 validated against `finetune_settings` in `src/minialbert/config.schema.yaml` (the defaults live
 there). `--lr` reaches the optimiser and metrics.json exactly as given.
 
 Modules: `batches` (tokenisation, the verified cache, length-grouped batches), `modes` (model
-loading, full / adapter / LoRA, parameter counts), `loop` (`run_finetune`, `evaluate`). Heavy
-libraries are imported only when the command runs, so `minialbert --help` stays fast.
+loading, full / adapter / LoRA, parameter counts), `protocol` (selection protocol, the train
+slice), `evaluation` (predictions, metrics, anytime), `loop` (`run_finetune`), `results` (the
+`runtime` block, `comparable`), `checkpoint` and `model_card` (the saved model). Heavy libraries
+are imported only when the command runs, so `minialbert --help` stays fast.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from ..files import sha256_file
 from ..tasks.folder import load_task, task_files
 from ..tasks.splitting import subsample_indices
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: sub-token scheme labels continuations with the word's tag as is (B- kept)
 MEGA_BATCH = 50  # batches per length-sorted mega-batch
 
 
@@ -61,10 +61,6 @@ def _flatten(seqs: list[list[int]], dtype) -> tuple[np.ndarray, np.ndarray]:
     return flat, offsets
 
 
-def _continuation_tag(tag: str) -> str:
-    return "I" + tag[1:] if tag[:1] == "B" and (len(tag) == 1 or tag[1] == "-") else tag
-
-
 def _token_labels(enc, rows: list[dict], label2id: dict, label_scheme: str) -> dict[str, np.ndarray]:
     """Per sub-token labels `y`, the word each first sub-token starts (`widx`), gold word tags."""
     ys, widx = [], []
@@ -77,9 +73,8 @@ def _token_labels(enc, rows: list[dict], label2id: dict, label_scheme: str) -> d
             elif word != prev:
                 y.append(label2id[r["tags"][word]])
                 w.append(word)
-            else:  # a continuation: ignored, or (subtoken scheme) its word's tag with B- as I-
-                y.append(label2id[_continuation_tag(r["tags"][word])]
-                         if label_scheme == "subtoken" else -100)
+            else:  # a continuation: ignored, or (subtoken scheme, the reference) its word's tag as is
+                y.append(label2id[r["tags"][word]] if label_scheme == "subtoken" else -100)
                 w.append(-1)
             prev = word
         ys.append(y)
@@ -238,15 +233,30 @@ class Split:
         return {k: v.to(device, non_blocking=True) for k, v in out.items()}
 
 
+def task_seed(task: dict) -> int:
+    """The task's own seed (task.json); folders written before it was recorded used 13."""
+    return task.get("seed", 13)
+
+
+def stratum_keys(arrays: dict[str, np.ndarray], kind: str) -> list[str]:
+    """Per train example, the key subsamples are stratified by (the label for classification)."""
+    if kind in ("classification", "pair_classification"):
+        return [str(int(v)) for v in arrays["y"]]
+    return [""] * (len(arrays["offsets"]) - 1)
+
+
 def train_split(arrays: dict[str, np.ndarray], task: dict, pad_id: int,
-                max_examples: int | None) -> Split:
-    """The train split, subsampled to `max_examples` (stratified by label for classification)."""
+                max_examples: int | None, held_out: list[int] | None = None) -> Split:
+    """The train split without `held_out` (the selection slice), subsampled to `max_examples`
+    (stratified by label for classification)."""
     kind = task["kind"]
     n_all = len(arrays["offsets"]) - 1
-    subset = None
-    if max_examples and max_examples < n_all:
-        keys = ([str(int(v)) for v in arrays["y"]] if kind in ("classification", "pair_classification")
-                else [""] * n_all)
-        subset = subsample_indices(keys, [str(i) for i in range(n_all)], max_examples,
-                                   task.get("seed", 13), "max_train_examples")
+    held = set(held_out or ())
+    pool = [i for i in range(n_all) if i not in held]
+    subset = pool if held else None
+    if max_examples and max_examples < len(pool):
+        keys = stratum_keys(arrays, kind)
+        chosen = subsample_indices([keys[i] for i in pool], [str(i) for i in pool], max_examples,
+                                   task_seed(task), "max_train_examples")
+        subset = [pool[j] for j in chosen]
     return Split(arrays, kind, pad_id, subset)

@@ -1,31 +1,28 @@
-"""The fine-tuning loop: `run_finetune` (train, pick the best dev epoch, final evaluation,
-metrics.json) and `evaluate`."""
+"""The fine-tuning run: `run_finetune` trains, keeps the epoch the protocol chooses, evaluates the
+reported and extra splits (with predictions), runs anytime inference, saves the checkpoint and
+writes metrics.json."""
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from .. import settings
 from ..atomic import write_json
-from ..metrics import compute_metrics
 from ..optim import adamw
 from ..runtime import autocast, resolve_precision, seed_everything
 from ..tasks.folder import read_task_json
 from . import MODES
 from .batches import Split, load_or_build_cache, load_tokenizer, train_split
-from .modes import count_params, load_model, setup_mode
-
-
-def _logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    out = model(**inputs, return_dict=True)
-    return (out.logits if hasattr(out, "logits") else out[0]).float()
+from .checkpoint import CHECKPOINT_DIR, save_checkpoint
+from .evaluation import anytime, evaluate, forward_logits
+from .modes import count_params, is_minialbert, load_model, setup_mode
+from .protocol import Protocol, choose_protocol, slice_indices
+from .results import runtime_block
 
 
 def _loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -36,70 +33,9 @@ def _loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
-# --------------------------------------------------------------------------------------------
-# evaluation
-
-
-def _predict(model, split: Split, kind: str, batch_size: int, device, precision: str) -> list[Any]:
-    """Per example: a float (regression), a class id, or an array of per-token class ids."""
-    preds: list[Any] = [None] * len(split)
-    model.eval()
-    with torch.inference_mode():
-        for batch_idx in split.eval_batches(batch_size):
-            batch = split.collate(batch_idx, device)
-            with autocast(device, precision):
-                logits = _logits(model, batch)
-            if kind == "regression":
-                values = logits.squeeze(-1).cpu().tolist()
-            else:
-                values = logits.argmax(-1).cpu().numpy()
-            for b, j in enumerate(batch_idx):
-                preds[j] = values[b]
-    model.train()
-    return preds
-
-
-def _tag_sequences(split: Split, preds: list[np.ndarray], labels: list[str],
-                   label_scheme: str) -> tuple[list[list[str]], list[list[str]]]:
-    """(predicted, gold) tag sequences: per word (by its first sub-token) or per labelled sub-token."""
-    pred_seqs, gold_seqs = [], []
-    goff = split.a["gold_offsets"]
-    for j, p in zip(split.index, preds):
-        if label_scheme == "word":
-            gold = [labels[t] for t in split.a["gold"][goff[j]:goff[j + 1]]]
-            words = ["O"] * len(gold)  # words cut off by max_length count as O
-            widx = split.seq("widx", j)
-            for pos in np.nonzero(widx >= 0)[0]:
-                words[widx[pos]] = labels[int(p[pos])]
-            pred_seqs.append(words)
-            gold_seqs.append(gold)
-        else:
-            y = split.seq("y", j)
-            keep = np.nonzero(y != -100)[0]
-            pred_seqs.append([labels[int(p[pos])] for pos in keep])
-            gold_seqs.append([labels[int(y[pos])] for pos in keep])
-    return pred_seqs, gold_seqs
-
-
-def evaluate(model, split: Split, task: dict, s: dict, device, precision: str) -> dict:
-    """The task's metric dict (`minialbert.metrics.compute_metrics`) on one split."""
-    kind, labels = task["kind"], task["labels"]
-    preds = _predict(model, split, kind, s["eval_batch_size"], device, precision)
-    if kind == "token_classification":
-        return compute_metrics(kind, *_tag_sequences(split, preds, labels, s["label_scheme"]), labels)
-    refs = split.a["y"][split.index].tolist()
-    if kind != "regression":
-        preds = [int(p) for p in preds]
-    return compute_metrics(kind, preds, refs, labels)
-
-
 def _score(metrics: dict, name: str) -> float:
     v = metrics.get(name)
     return -math.inf if v is None else float(v)
-
-
-# --------------------------------------------------------------------------------------------
-# training
 
 
 def _check_args(mode: str, lr: float, model_dir: Path) -> None:
@@ -118,7 +54,7 @@ def _train_epoch(model, train: Split, optimizer, scheduler, params: list, kind: 
     for batch_idx in train.train_batches(s["batch_size"], seed, epoch):
         batch = train.collate(batch_idx, device)
         with autocast(device, precision):
-            logits = _logits(model, batch)
+            logits = forward_logits(model, batch)
         loss = _loss(kind, logits, batch["labels"])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"epoch {epoch}: the training loss is {loss.item()}")
@@ -133,6 +69,71 @@ def _train_epoch(model, train: Split, optimizer, scheduler, params: list, kind: 
     return loss_sum / max(n_batches, 1)
 
 
+@dataclass
+class _Fit:
+    """What training leaves: the per-epoch history and the chosen epoch's evaluation."""
+
+    history: list[dict] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    epoch: int | None = None
+    metrics: dict | None = None  # on the selection split, at `epoch`
+    predictions: dict | None = None
+    state: list[torch.Tensor] | None = None  # the trainable tensors at `epoch` (None: the last)
+
+
+def _fit(model, train: Split, selection: Split, proto: Protocol, task: dict, s: dict, lr: float,
+         seed: int, device, precision: str) -> _Fit:
+    """Train for `epochs`, scoring the selection split after each; the model ends on the chosen
+    epoch's weights (the best one, or the last for the reference protocol)."""
+    from transformers import get_scheduler
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    optimizer = adamw(named, lr=lr, weight_decay=s["weight_decay"])  # lr exactly as given
+    total_steps = math.ceil(len(train) / s["batch_size"]) * s["epochs"]
+    scheduler = get_scheduler(s["scheduler"], optimizer,
+                              num_warmup_steps=int(round(s["warmup_ratio"] * total_steps)),
+                              num_training_steps=total_steps)
+    fit, best_score = _Fit(), -math.inf
+    model.train()
+    for epoch in range(1, s["epochs"] + 1):
+        t0 = time.perf_counter()
+        loss = _train_epoch(model, train, optimizer, scheduler, params, task["kind"], s, seed,
+                            epoch, device, precision)
+        seconds = time.perf_counter() - t0
+        fit.epoch_seconds.append(round(seconds, 3))
+        metrics, predictions = evaluate(model, selection, task, s, device, precision)
+        fit.history.append({"epoch": epoch, "train_loss": loss, proto.selection_split: metrics})
+        print(f"epoch {epoch}/{s['epochs']}: loss {loss:.4f}, {proto.selection_split} "
+              f"{task['metric']} {metrics.get(task['metric'])}, {len(train) / seconds:.1f} ex/s",
+              flush=True)
+        score = _score(metrics, task["metric"])
+        if proto.last_epoch or score > best_score or fit.epoch is None:
+            best_score = score
+            fit.epoch, fit.metrics, fit.predictions = epoch, metrics, predictions
+            # the best weights are kept in memory; the last epoch's are the model's own
+            fit.state = None if proto.last_epoch else [p.detach().clone() for p in params]
+    if fit.epoch != s["epochs"]:
+        with torch.no_grad():
+            for p, saved in zip(params, fit.state):
+                p.copy_(saved)
+    return fit
+
+
+def _splits(data: dict, task: dict, s: dict, pad_id: int) -> tuple[Protocol, Split, Split, dict]:
+    """(protocol, train, selection split, evaluation splits by name) for this task."""
+    kind = task["kind"]
+    evals = {name: Split(arrays, kind, pad_id) for name, arrays in data.items() if name != "train"}
+    proto = choose_protocol(task.get("test_has_labels", True) and evals["test"].has_labels,
+                            s["selection"])
+    held_out = None
+    if proto.selection_split == "train_slice":
+        held_out = slice_indices(data["train"], task, s["slice_fraction"], s["slice_max"])
+        evals["train_slice"] = Split(data["train"], kind, pad_id, held_out)
+    train = train_split(data["train"], task, pad_id, s["max_train_examples"], held_out)
+    return proto, train, evals[proto.selection_split], evals
+
+
 def run_finetune(model_dir, model_name: str, task_dir, mode: str, lr: float, seed: int,
                  spec: str | dict | None, out, cache_dir=None) -> dict:
     """Fine-tune `model_dir` on `task_dir` and write metrics.json to `out`; returns its content.
@@ -141,14 +142,12 @@ def run_finetune(model_dir, model_name: str, task_dir, mode: str, lr: float, see
     """
     t_start = time.perf_counter()
     s = settings.load_section("finetune.settings", spec)
-    model_dir, task_dir = Path(model_dir), Path(task_dir)
+    model_dir, task_dir, out = Path(model_dir), Path(task_dir), Path(out)
     _check_args(mode, lr, model_dir)
     if s["threads"]:
         torch.set_num_threads(s["threads"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(s["precision"], device)
-
-    from transformers import get_scheduler
 
     task = read_task_json(task_dir)
     kind = task["kind"]
@@ -164,54 +163,30 @@ def run_finetune(model_dir, model_name: str, task_dir, mode: str, lr: float, see
                                           s["label_scheme"], cache_dir)
     print(f"tokenised splits {'from cache' if cache_hit else 'built and cached'} "
           f"({time.perf_counter() - t_cache:.1f}s)", flush=True)
-    pad_id = tokenizer.pad_token_id
-    train = train_split(data["train"], task, pad_id, s["max_train_examples"])
-    evals = {name: Split(arrays, kind, pad_id) for name, arrays in data.items() if name != "train"}
+    proto, train, selection, evals = _splits(data, task, s, tokenizer.pad_token_id)
 
     model = setup_mode(model, mode, kind, s)
     model.to(device)
     trainable, total = count_params(model)
     print(f"{model_name} on {task['name']} ({kind}), mode {mode}: {trainable:,} of {total:,} "
-          f"parameters trainable; {len(train)} train examples; precision {precision} on {device}, "
+          f"parameters trainable; {len(train)} train examples, protocol {proto.name} "
+          f"({proto.selection_split} {len(selection)}); precision {precision} on {device}, "
           f"{torch.get_num_threads()} threads", flush=True)
 
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
-    optimizer = adamw(named, lr=lr, weight_decay=s["weight_decay"])  # lr exactly as given
-    total_steps = math.ceil(len(train) / s["batch_size"]) * s["epochs"]
-    scheduler = get_scheduler(s["scheduler"], optimizer,
-                              num_warmup_steps=int(round(s["warmup_ratio"] * total_steps)),
-                              num_training_steps=total_steps)
+    fit = _fit(model, train, selection, proto, task, s, lr, seed, device, precision)
+    train_seconds = sum(fit.epoch_seconds)
 
-    history = []
-    best = {"score": -math.inf, "epoch": None, "dev": None, "state": None}
-    train_seconds = 0.0
-    model.train()
-    for epoch in range(1, s["epochs"] + 1):
-        t0 = time.perf_counter()
-        loss = _train_epoch(model, train, optimizer, scheduler, params, kind, s, seed, epoch,
-                            device, precision)
-        epoch_seconds = time.perf_counter() - t0
-        train_seconds += epoch_seconds
-        dev = evaluate(model, evals["dev"], task, s, device, precision)
-        history.append({"epoch": epoch, "train_loss": loss, "train_seconds": round(epoch_seconds, 3),
-                        "dev": dev})
-        print(f"epoch {epoch}/{s['epochs']}: loss {loss:.4f}, dev {task['metric']} "
-              f"{dev.get(task['metric'])}, {len(train) / epoch_seconds:.1f} ex/s", flush=True)
-        score = _score(dev, task["metric"])
-        if score > best["score"] or best["epoch"] is None:  # best-dev weights kept in memory
-            best = {"score": score, "epoch": epoch, "dev": dev,
-                    "state": [p.detach().clone() for p in params]}
-    if best["epoch"] != s["epochs"]:
-        with torch.no_grad():
-            for p, saved in zip(params, best["state"]):
-                p.copy_(saved)
+    scores = {proto.selection_split: fit.metrics}
+    predictions = {}
+    if proto.reported_split == proto.selection_split:  # reference: the last epoch's dev
+        predictions[proto.reported_split] = fit.predictions
+    for name, split in evals.items():
+        if name in scores or not split.has_labels or (name == "test" and proto.reported_split != "test"):
+            continue
+        scores[name], predictions[name] = evaluate(model, split, task, s, device, precision)
+    extra = {name: scores[name] for name in predictions if name not in ("dev", "test")}
+    reported = scores[proto.reported_split]
 
-    test = None
-    if task.get("test_has_labels", True) and evals["test"].has_labels:
-        test = evaluate(model, evals["test"], task, s, device, precision)
-    extra = {name: evaluate(model, split, task, s, device, precision)
-             for name, split in evals.items() if name not in ("dev", "test") and split.has_labels}
     result = {
         "model": model_name,
         "task": task["name"],
@@ -221,28 +196,41 @@ def run_finetune(model_dir, model_name: str, task_dir, mode: str, lr: float, see
         "seed": seed,
         "trainable_params": trainable,
         "total_params": total,
-        "dev": best["dev"],
-        "test": test,
-        "eval_split": "test" if test is not None else "dev",
+        "protocol": proto.name,
+        "selection_split": proto.selection_split,
+        "reported_split": proto.reported_split,
+        "eval_split": proto.reported_split,
         "selection_metric": task["metric"],
-        "best_epoch": best["epoch"],
+        "selection": fit.metrics,
+        "reported": reported,
+        "dev": scores["dev"],
+        "test": scores.get("test"),
+        "best_epoch": fit.epoch,
         "epochs": s["epochs"],
         "train_examples": len(train),
-        "train_seconds": round(train_seconds, 3),
-        "examples_per_second": round(len(train) * s["epochs"] / train_seconds, 2) if train_seconds else None,
-        "total_seconds": round(time.perf_counter() - t_start, 3),
         "precision": precision,
         "device": str(device),
-        "threads": torch.get_num_threads(),
         "model_type": model.config.model_type if hasattr(model, "config") else None,
-        "cache_hit": cache_hit,
         "settings": s,
-        "history": history,
+        "history": fit.history,
+        "predictions": predictions,
     }
     if extra:
         result["extra"] = extra
-    final = test if test is not None else best["dev"]
-    print(f"best epoch {best['epoch']}; {result['eval_split']} {task['metric']} "
-          f"{final.get(task['metric'])}", flush=True)
+    if s["anytime"] and is_minialbert(model.config):
+        result["anytime"] = anytime(model, evals[proto.reported_split], task, s, device, precision,
+                                    model.config.num_recursions)
+    print(f"{proto.name} protocol: epoch {fit.epoch}; {proto.reported_split} {task['metric']} "
+          f"{reported.get(task['metric'])}", flush=True)
+    if s["save"]:  # before metrics.json, which names it
+        save_checkpoint(model, mode, tokenizer, out.parent / CHECKPOINT_DIR, result, task, model_dir)
+        result["checkpoint"] = CHECKPOINT_DIR
+    timings = {"train_seconds": round(train_seconds, 3),
+               "examples_per_second": (round(len(train) * s["epochs"] / train_seconds, 2)
+                                       if train_seconds else None),
+               "total_seconds": round(time.perf_counter() - t_start, 3),
+               "threads": torch.get_num_threads(), "cache_hit": cache_hit}
+    result.update(timings)  # legacy top-level copies, for one release: readers use `runtime`
+    result["runtime"] = runtime_block(timings, fit.epoch_seconds, s, device, precision, seed)
     write_json(out, result)
     return result

@@ -15,7 +15,7 @@ import torch
 DEFAULT_LORA_TARGETS = ["query", "value"]
 
 
-def _is_minialbert(config) -> bool:
+def is_minialbert(config) -> bool:
     from ..modeling_minialbert import MiniAlbertConfig
 
     return isinstance(config, MiniAlbertConfig)
@@ -42,7 +42,7 @@ def load_model(model_dir: Path, task: dict, mode: str):
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir / 'config.json'}: not a model folder")
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
-    if mode == "adapter" and not _is_minialbert(config):
+    if mode == "adapter" and not is_minialbert(config):
         raise ValueError(f"adapter mode needs a MiniALBERT checkpoint; {model_dir} holds a "
                          f"{config.model_type!r} model: use --mode full or lora")
     cls = (AutoModelForTokenClassification if task["kind"] == "token_classification"
