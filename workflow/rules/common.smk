@@ -119,6 +119,14 @@ def _finetune_settings(task):
 FINETUNE_SETTINGS = {task: _finetune_settings(task) for task in TASKS}
 
 
+def finetune_spec(wildcards):
+    # `save` keeps the first seed's model of every run (the selected learning rate's among them),
+    # not one per seed
+    s = FINETUNE_SETTINGS[wildcards.task]
+    first_seed = int(wildcards.seed) == seeds(wildcards.task)[0]
+    return as_json({**s, "save": bool(s["save"] and first_seed)})
+
+
 def finetune_metrics():
     return [
         f"results/finetune/{model}/{task}/{mode}/lr{lr_tag(lr)}/seed{seed}/metrics.json"

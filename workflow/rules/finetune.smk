@@ -21,7 +21,7 @@ rule finetune:
     output:
         "results/finetune/{model}/{task}/{mode}/lr{lr}/seed{seed}/metrics.json",
     params:
-        spec=lambda wc: as_json(FINETUNE_SETTINGS[wc.task]),
+        spec=finetune_spec,
         # the configured value itself: the path's tag is rounded to 6 significant digits
         lr=exact_lr,
     log:
