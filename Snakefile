@@ -38,9 +38,11 @@ include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         SUMMARY_FILES,
+        REPORT_FILES,
     default_target: True

@@ -22,7 +22,9 @@ STAGES = {
     "minialbert.tasks": ["prepare-task"],
     "minialbert.distill": ["distill"],
     "minialbert.finetune": ["finetune"],
+    "minialbert.floors": ["floors"],
     "minialbert.aggregate": ["aggregate"],
+    "minialbert.report": ["figures", "report-tables", "bench-inference"],
 }
 
 # Test hook: `MINIALBERT_FAIL_ONCE=aggregate,finetune` makes the first run of those sub-commands fail

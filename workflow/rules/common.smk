@@ -189,8 +189,12 @@ if "--workflow-profile" not in " ".join(sys.argv) and Path(workflow.basedir, "pr
         )
 
 
+# published numbers shown beside ours (task, model, metric, value, source, protocol)
+PUBLISHED = "config/published.csv"
+
 SUMMARY_FILES = [
     "results/summary/results.csv",
+    "results/summary/comparisons.csv",
     "results/summary/results.md",
     "results/summary/params.csv",
     "results/summary/metrics.json",
