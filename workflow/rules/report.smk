@@ -50,9 +50,9 @@ rule figures:
         ],
         png=[f"{FIGURES_DIR}/{stem}.png" for stem in FIGURES],
     params:
-        summary=SUMMARY_DIR,
+        summary=lambda wc, input: os.path.dirname(input.results),
         order=REPORT_MODELS,
-        out=FIGURES_DIR,
+        out=lambda wc, output: os.path.dirname(output.svg[0]),
     log:
         "logs/figures.log",
     shell:
@@ -71,6 +71,8 @@ rule report_tables:
         inference=rules.bench_inference.output[0],
     output:
         main=report(f"{TABLES_DIR}/results.html", caption="../report/table_results.rst", category="1 Results"),
+        # the main table and its text, for the first page (workflow.rst)
+        headline=f"{TABLES_DIR}/headline.html",
         tasks=report(
             directory(f"{TABLES_DIR}/tasks"),
             patterns=["{task}.html"],
@@ -84,9 +86,9 @@ rule report_tables:
             f"{TABLES_DIR}/inference.html", caption="../report/table_inference.rst", category="4 Models"
         ),
     params:
-        summary=SUMMARY_DIR,
+        summary=lambda wc, input: os.path.dirname(input.results),
         order=REPORT_MODELS,
-        out=TABLES_DIR,
+        out=lambda wc, output: os.path.dirname(output.main),
     log:
         "logs/report_tables.log",
     shell:
