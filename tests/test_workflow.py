@@ -252,4 +252,5 @@ def test_changing_a_learning_rate_reruns_only_those_jobs(tiny_run):
     )
     proc = snakemake(tiny_run, "-n", "--configfile", str(cfg))
     # adapter arms: 2 students x 2 tasks; nothing upstream reruns
-    assert job_counts(proc.stdout + proc.stderr) == {"finetune": 4, "aggregate": 1, "all": 1}
+    assert job_counts(proc.stdout + proc.stderr) == {"finetune": 4, "aggregate": 1, "figures": 1,
+                                                     "report_tables": 1, "all": 1}
