@@ -24,11 +24,14 @@ Outputs (the contracts later stages rely on, docs/ARCHITECTURE.md):
   max_length]`, uint16 when the vocab has at most 65535 ids, else uint32), `lengths.bin` (int32,
   real tokens per window incl. the two specials) and `meta.json`. `meta.n_tokens` is the sum of
   `lengths` (what a model sees, specials included); `n_doc_tokens` counts the documents' own
-  tokens before windowing. The output is byte-identical for every `workers`.
+  tokens before windowing; `excluded` / `n_docs_excluded` / `n_docs_near_copies` count the
+  documents dropped as eval texts of an `--exclude-task`. The output is byte-identical for every
+  `workers`.
 
 Modules: `sources` (package / files locations), `weights` and `tokenizer_json` (the teacher's
-files), `teacher`, `corpus_readers` and `corpus`, `windows` (the window arithmetic), `encoding`
-(worker processes), `tokenize`, and `packed` (the reader side: `PackedWindows`, the teacher's
+files), `teacher`, `corpus_readers` and `corpus`, `windows` (the window arithmetic and sample),
+`encoding` (worker processes), `leakage` and `near_copies` (the eval texts left out of the
+corpus), `tokenize`, and `packed` (the reader side: `PackedWindows`, the teacher's
 tokenizer, the vocabulary fingerprint).
 """
 
@@ -59,9 +62,11 @@ def _cmd_corpus(args: argparse.Namespace) -> None:
 def _cmd_tokenize(args: argparse.Namespace) -> None:
     from .tokenize import run_tokenize
 
-    meta = run_tokenize(args.corpus, args.teacher, args.spec, args.out, workers=args.workers)
+    meta = run_tokenize(args.corpus, args.teacher, args.spec, args.out, workers=args.workers,
+                        exclude_tasks=args.exclude_task)
     print(
-        f"tokenize: {meta['n_docs']} documents -> {meta['n_windows']} windows of "
+        f"tokenize: {meta['n_docs']} documents ({meta['n_docs_excluded']} dropped as eval texts) "
+        f"-> {meta['n_windows']} windows of "
         f"{meta['max_length']} ({meta['n_tokens']} tokens, {meta['dtype']}) -> {args.out}"
     )
 
@@ -87,4 +92,9 @@ def register(subparsers) -> None:
     p.add_argument("--spec", default="{}", help=SPEC_HELP.format("tokenize"))
     p.add_argument("--out", required=True, help="output folder (written atomically)")
     p.add_argument("--workers", type=int, default=None, help="overrides spec.workers")
+    p.add_argument(
+        "--exclude-task", action="append", default=[], metavar="DIR",
+        help="a prepare-task output folder drawn from the corpus's source: corpus documents that are "
+             "its dev/test/extra eval texts (or near copies of them) are dropped (repeatable)",
+    )
     p.set_defaults(func=_cmd_tokenize)

@@ -22,6 +22,8 @@ import numpy as np
 from .packed import load_teacher_tokenizer
 from .windows import make_windows, n_windows_for
 
+# a batch of documents: their numbers in the corpus (the window sample's key) and their texts
+Batch = tuple[np.ndarray, list[str]]
 # the tokenizer and window parameters of this process (set in each worker by its initializer)
 _STATE: dict[str, Any] = {}
 # Set once this process has used the Rust thread pool: a forked child must not use it then (the
@@ -46,8 +48,9 @@ def _setup(teacher_dir: str, params: dict, threads: int | None, tok=None) -> Non
     _STATE.update(tok=tok, params=params, teacher=teacher_dir)
 
 
-def _encode_batch(texts: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """The unit of work: one batch of documents -> (windows, lengths, counts)."""
+def _encode_batch(batch: Batch) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """The unit of work: one batch (document numbers, texts) -> (windows, lengths, counts)."""
+    doc_numbers, texts = batch
     tok, p = _STATE["tok"], _STATE["params"]
     encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
     id_lists = [e.ids for e in encode(texts, add_special_tokens=False)]
@@ -55,10 +58,7 @@ def _encode_batch(texts: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, i
     ids = np.fromiter(
         itertools.chain.from_iterable(id_lists), dtype=p["dtype"], count=int(doc_lens.sum())
     )
-    windows, lengths = make_windows(
-        ids, doc_lens, max_length=p["max_length"], stride=p["stride"], cap=p["cap"],
-        cls_id=p["cls_id"], sep_id=p["sep_id"], pad_id=p["pad_id"], dtype=p["dtype"],
-    )
+    windows, lengths = make_windows(ids, doc_lens, doc_numbers, **p)
     capped = 0
     if p["cap"] is not None:
         full = n_windows_for(doc_lens, p["max_length"] - 2, p["stride"], None)
@@ -72,7 +72,7 @@ def _encode_batch(texts: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, i
     return windows, lengths, stats
 
 
-def _results_serial(batches: Iterator[list[str]]):
+def _results_serial(batches: Iterator[Batch]):
     """Encode in this process (Rust threads on all cores) on two helper threads, so reading,
     converting and writing overlap with encoding (the tokenizer releases the GIL); results are
     yielded in input order."""
@@ -81,8 +81,8 @@ def _results_serial(batches: Iterator[list[str]]):
     with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="tokenize") as pool:
         pending: collections.deque = collections.deque()
         try:
-            for texts in batches:
-                pending.append(pool.submit(_encode_batch, texts))
+            for batch in batches:
+                pending.append(pool.submit(_encode_batch, batch))
                 if len(pending) >= 3:
                     yield pending.popleft().result()
             while pending:
@@ -92,24 +92,25 @@ def _results_serial(batches: Iterator[list[str]]):
                 fut.cancel()
 
 
-def _results_parallel(batches: Iterator[list[str]], workers: int, teacher: str, params: dict):
+def _results_parallel(batches: Iterator[Batch], workers: int, teacher: str, params: dict):
     """Process batches in `workers` processes; yields results in input order, bounded in flight."""
     method = "fork" if "fork" in mp.get_all_start_methods() and sys.platform != "darwin" else "spawn"
     ctx = mp.get_context(method)
     threads = 1 if _RUST_POOL_USED else max(1, (os.cpu_count() or 1) // workers)
     with ctx.Pool(workers, initializer=_setup, initargs=(teacher, params, threads)) as pool:
         pending: collections.deque = collections.deque()
-        for texts in batches:
-            pending.append(pool.apply_async(_encode_batch, (texts,)))
+        for batch in batches:
+            pending.append(pool.apply_async(_encode_batch, (batch,)))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
 
 
-def encoded_batches(batches: Iterator[list[str]], *, workers: int, teacher: str, params: dict, tok):
-    """(windows, lengths, counts) per batch of texts, in input order; `tok` is the loaded tokenizer
-    of `teacher` (used in this process), `params` the window parameters."""
+def encoded_batches(batches: Iterator[Batch], *, workers: int, teacher: str, params: dict, tok):
+    """(windows, lengths, counts) per batch of (document numbers, texts), in input order; `tok` is
+    the loaded tokenizer of `teacher` (used in this process), `params` the keyword arguments of
+    `windows.make_windows` after the ids."""
     if workers > 1:
         yield from _results_parallel(batches, workers, teacher, params)
         return

@@ -4,35 +4,43 @@ Each document is encoded with the teacher's fast tokenizer without special token
 documents are read shard by shard in batches of `batch_docs`, each batch is encoded with
 `encode_batch_fast`, windowed with numpy (no per-token Python loop) and appended to the output
 files in corpus order (`encoding`), so memory is bounded by a few batches, not the corpus.
+Documents that are eval texts of an `--exclude-task`, or near copies of one, are dropped as they
+are read (`leakage`); the others keep their document numbers, so their window samples do not
+move.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from .. import settings
 from ..atomic import staged_dir, write_json
 from ..files import json_object
-from .encoding import encoded_batches
+from .encoding import Batch, encoded_batches
+from .leakage import Exclusions
 from .packed import load_teacher_tokenizer, tokenizer_info
 from .sources import read_json
 
 # settings that change how fast windows are made, not which: left out of meta.json's spec
 SPEED_KEYS = ("workers", "batch_docs")
+# what `stride` counts, recorded in meta.json (it once counted tokens between window starts)
+STRIDE_SEMANTICS = "overlap"
 
 
 def tokenize_spec(value: str | dict | None, workers: int | None = None) -> dict[str, Any]:
     """The `tokenize` section, validated; `workers` (the --workers flag) overrides its own."""
     spec = settings.load_section("tokenize", value)
-    # stride counts tokens between window starts (docs/method.md), so 0 would never advance
-    if not 1 <= spec["stride"] <= spec["max_length"] - 2:
+    content = spec["max_length"] - 2
+    if spec["stride"] >= content:
         raise ValueError(
-            f"tokenize spec: 'stride' ({spec['stride']}) must be between 1 and max_length - 2 "
-            f"({spec['max_length'] - 2}): windows start every `stride` tokens, a larger step skips tokens"
+            f"tokenize.stride: {spec['stride']} must be below max_length - 2 = {content}: "
+            f"consecutive windows overlap by `stride` tokens, so a window must start at least one "
+            f"token after the one before"
         )
     if workers is not None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -50,9 +58,8 @@ def corpus_shards(corpus: Path) -> list[Path]:
     return sorted(corpus.glob("shard-*.jsonl"), key=number)
 
 
-def read_batches(corpus: Path, batch_docs: int) -> Iterator[list[str]]:
-    """The texts of a corpus folder in corpus order, `batch_docs` at a time."""
-    batch: list[str] = []
+def read_documents(corpus: Path) -> Iterator[str]:
+    """The texts of a corpus folder, in corpus order."""
     for shard in corpus_shards(corpus):
         with open(shard, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, start=1):
@@ -61,12 +68,20 @@ def read_batches(corpus: Path, batch_docs: int) -> Iterator[list[str]]:
                 doc = json_object(line, shard, lineno)
                 if "text" not in doc:
                     raise ValueError(f"corpus shard {shard}: line {lineno}: no 'text' field")
-                batch.append(doc["text"])
-                if len(batch) >= batch_docs:
-                    yield batch
-                    batch = []
-    if batch:
-        yield batch
+                yield doc["text"]
+
+
+def read_batches(corpus: Path, batch_docs: int, exclusions: Exclusions | None = None) -> Iterator[Batch]:
+    """(document numbers, texts) of a corpus folder in corpus order, `batch_docs` documents read
+    at a time, without the documents `exclusions` drops (their numbers are skipped)."""
+    docs = enumerate(read_documents(corpus))
+    while batch := list(itertools.islice(docs, batch_docs)):
+        if exclusions is not None:
+            dropped = exclusions.drop([text for _, text in batch])
+            batch = [doc for doc, drop in zip(batch, dropped) if not drop]
+        if batch:
+            numbers, texts = zip(*batch)
+            yield np.array(numbers, dtype=np.int64), list(texts)
 
 
 def _teacher_max_positions(teacher: Path) -> int | None:
@@ -90,11 +105,14 @@ def _check_inputs(corpus: Path, teacher: Path, spec: dict) -> None:
 
 def run_tokenize(
     corpus: str | Path, teacher: str | Path, spec: str | dict | None, out: str | Path,
-    workers: int | None = None,
+    workers: int | None = None, exclude_tasks: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
+    """Tokenise `corpus` into `out`; `exclude_tasks` are prepared task folders whose eval texts
+    are left out (the `--exclude-task` flags)."""
     spec = tokenize_spec(spec, workers)
     corpus, teacher, out = Path(corpus), Path(teacher), Path(out)
     _check_inputs(corpus, teacher, spec)
+    exclusions = Exclusions(list(exclude_tasks))
 
     tok, _ = load_teacher_tokenizer(teacher)
     info = tokenizer_info(teacher, tok)
@@ -103,13 +121,14 @@ def run_tokenize(
     dtype_name = "uint16" if info["vocab_size"] <= 65535 else "uint32"
     params = {
         "max_length": spec["max_length"], "stride": spec["stride"],
-        "cap": spec["max_windows_per_doc"], "dtype": np.dtype(dtype_name),
+        "cap": spec["max_windows_per_doc"], "choice": spec["window_choice"], "seed": spec["seed"],
+        "dtype": np.dtype(dtype_name),
         "cls_id": info["cls_id"], "sep_id": info["sep_id"], "pad_id": info["pad_id"],
     }
     totals: collections.Counter = collections.Counter()
     n_windows = n_tokens = 0
-    results = encoded_batches(read_batches(corpus, spec["batch_docs"]), workers=spec["workers"],
-                              teacher=str(teacher), params=params, tok=tok)
+    results = encoded_batches(read_batches(corpus, spec["batch_docs"], exclusions),
+                              workers=spec["workers"], teacher=str(teacher), params=params, tok=tok)
     with staged_dir(out) as tmp:
         with open(tmp / "input_ids.bin", "wb") as f_ids, open(tmp / "lengths.bin", "wb") as f_len:
             for windows, lengths, stats in results:
@@ -118,10 +137,12 @@ def run_tokenize(
                 n_windows += len(lengths)
                 n_tokens += int(lengths.sum(dtype=np.int64))
                 totals.update(stats)
+        totals["n_docs"] += exclusions.n_docs  # the corpus's documents, dropped ones included
         if n_windows == 0:
             raise ValueError(
-                f"corpus {corpus} gave no windows ({totals['n_docs']} documents, all empty after "
-                f"tokenisation)" if totals["n_docs"] else f"no documents found in corpus {corpus}"
+                f"corpus {corpus} gave no windows ({totals['n_docs']} documents: "
+                f"{exclusions.n_docs} dropped as eval texts of --exclude-task, the others empty "
+                f"after tokenisation)" if totals["n_docs"] else f"no documents found in corpus {corpus}"
             )
         manifest_file = corpus / "manifest.json"
         manifest = read_json(manifest_file, "corpus") if manifest_file.is_file() else {}
@@ -134,13 +155,17 @@ def run_tokenize(
             "n_windows": n_windows,
             "max_length": spec["max_length"],
             "stride": spec["stride"],
+            "stride_semantics": STRIDE_SEMANTICS,
             "max_windows_per_doc": spec["max_windows_per_doc"],
+            "window_choice": spec["window_choice"],
+            "seed": spec["seed"],
             "dtype": dtype_name,
             **info,
             "n_docs": totals["n_docs"],
             "n_docs_empty": totals["n_docs_empty"],
             "n_docs_capped": totals["n_docs_capped"],
             "n_doc_tokens": totals["n_doc_tokens"],
+            **exclusions.summary(),
             "n_tokens": n_tokens,
             "corpus": manifest.get("name"),
             "corpus_dir": str(corpus),
