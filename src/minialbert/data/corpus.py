@@ -15,7 +15,7 @@ from typing import Iterable
 
 from .. import settings
 from ..atomic import staged_dir, write_json
-from .corpus_readers import FORMATS, Decoder, read_hf, read_local
+from .corpus_readers import FORMATS, MAX_DOCUMENT_BYTES, Decoder, read_hf, read_local
 from .sources import fill_package_values, local_source
 
 
@@ -103,6 +103,9 @@ def download_corpus(spec_value: str | dict | None, out: str | Path) -> dict:
                 if not text:
                     n_empty += 1
                     continue
+                if len(text) > MAX_DOCUMENT_BYTES:  # the local readers stop earlier, a hub row here
+                    raise ValueError(f"document {doc_id!r} of {where} is larger than "
+                                     f"{MAX_DOCUMENT_BYTES >> 20} MiB, the limit for one document")
                 writer.add(doc_id, text)
                 if spec["max_docs"] is not None and writer.n_docs >= spec["max_docs"]:
                     break

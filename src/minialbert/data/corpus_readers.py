@@ -4,6 +4,10 @@ Local formats (`FORMATS`) read sorted paths, and records in file order within a 
 decoded strictly with `encoding`; a file that is not valid in it is an error naming the file and
 the byte offset, unless `fallback_encoding` is set, in which case that file (or line) is decoded
 with it and remembered for the manifest. The `hf` reader streams `datasets.load_dataset`.
+
+Bad input fails early and by name: a NUL character (a binary file, whatever the encoding says),
+a line or a document larger than `MAX_DOCUMENT_BYTES` (read in bounded pieces, so an enormous
+line cannot exhaust memory), a CSV row the csv module cannot parse.
 """
 
 from __future__ import annotations
@@ -11,10 +15,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
+import itertools
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..files import json_object
+
+# the largest line or document a reader accepts: far above any real document (a book is a few
+# MiB), far below what exhausts memory when the tokenizer expands it into ids
+MAX_DOCUMENT_BYTES = 32 << 20
 
 # file names each local format reads
 FORMATS = {
@@ -35,6 +44,17 @@ class Decoder:
         self.fallback_files: list[str] = []
 
     def __call__(self, data: bytes, path: Path, offset: int = 0, line: int | None = None) -> str:
+        text = self._decode(data, path, offset, line)
+        if "\x00" in text:  # text never holds NUL; a binary file can still decode (or fall back)
+            where = f"line {line}, " if line is not None else ""
+            nul = data.find(b"\x00")
+            raise ValueError(
+                f"file {path}: {where}byte offset {offset + max(nul, 0)} is a NUL character: "
+                f"a binary file, not text; remove it from the corpus folder"
+            )
+        return text
+
+    def _decode(self, data: bytes, path: Path, offset: int, line: int | None) -> str:
         try:
             return data.decode(self.encoding)
         except UnicodeDecodeError as err:
@@ -54,11 +74,23 @@ class Decoder:
             return data.decode(self.fallback, errors="replace")
 
 
+def too_large(path: Path, what: str) -> ValueError:
+    return ValueError(
+        f"file {path}: {what} is larger than {MAX_DOCUMENT_BYTES >> 20} MiB, the limit for one "
+        f"document (minialbert.data.corpus_readers.MAX_DOCUMENT_BYTES); split it into documents"
+    )
+
+
 def _decoded_lines(path: Path, decode: Decoder) -> Iterator[tuple[int, str]]:
-    """(1-based line number, decoded line incl. its newline), streaming."""
+    """(1-based line number, decoded line incl. its newline), streaming, each line bounded."""
     offset = 0
     with gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        for lineno in itertools.count(1):
+            raw = fh.readline(MAX_DOCUMENT_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_DOCUMENT_BYTES:
+                raise too_large(path, f"line {lineno}")
             text = decode(raw, path, offset, lineno)
             if lineno == 1 and text.startswith("\ufeff"):
                 text = text[1:]
@@ -94,6 +126,8 @@ def _doc_id(record: dict, fallback: str) -> str:
 
 
 def _read_text_dir(path: Path, rel: str, spec: dict, decode: Decoder):
+    if path.stat().st_size > MAX_DOCUMENT_BYTES:
+        raise too_large(path, "the document")
     yield rel.removesuffix(".txt"), decode(path.read_bytes(), path)
 
 
@@ -119,29 +153,38 @@ def _read_jsonl(path: Path, rel: str, spec: dict, decode: Decoder):
 def _read_text(path: Path, rel: str, spec: dict, decode: Decoder):
     """Documents are separated by blank lines."""
     buf: list[str] = []
-    index = 0
-    for _, line in _decoded_lines(path, decode):
+    index = size = start = 0
+    for lineno, line in _decoded_lines(path, decode):
         if line.strip():
+            start = start if buf else lineno
             buf.append(line)
+            size += len(line)
+            if size > MAX_DOCUMENT_BYTES:
+                raise too_large(path, f"the document starting at line {start} (no blank line)")
         elif buf:
             yield f"{rel}:{index}", "".join(buf)
             index += 1
-            buf = []
+            buf, size = [], 0
     if buf:
         yield f"{rel}:{index}", "".join(buf)
 
 
 def _read_csv(path: Path, rel: str, spec: dict, decode: Decoder):
+    # the csv module's own cap (128 KiB per field) is far below a long document's
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_DOCUMENT_BYTES))
     reader = csv.DictReader(line for _, line in _decoded_lines(path, decode))
-    fields = reader.fieldnames or []
-    for key in (spec["text_field"], spec["title_field"]):
-        if key and key not in fields:
-            raise KeyError(f"file {path}: no column {key!r} (columns: {', '.join(fields)})")
-    for row_no, row in enumerate(reader):
-        text = row.get(spec["text_field"]) or ""
-        if spec["title_field"]:
-            text = _join_title(row.get(spec["title_field"]), text)
-        yield f"{rel}:{row_no}", text
+    try:
+        fields = reader.fieldnames or []
+        for key in (spec["text_field"], spec["title_field"]):
+            if key and key not in fields:
+                raise KeyError(f"file {path}: no column {key!r} (columns: {', '.join(fields)})")
+        for row_no, row in enumerate(reader):
+            text = row.get(spec["text_field"]) or ""
+            if spec["title_field"]:
+                text = _join_title(row.get(spec["title_field"]), text)
+            yield f"{rel}:{row_no}", text
+    except csv.Error as err:
+        raise ValueError(f"file {path}: line {reader.line_num}: not valid CSV ({err})") from None
 
 
 READERS = {"text_dir": _read_text_dir, "jsonl": _read_jsonl, "text": _read_text, "csv": _read_csv}

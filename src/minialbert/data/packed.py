@@ -65,7 +65,8 @@ def load_teacher_tokenizer(teacher_dir: str | Path):
         vocab = folder / "vocab.txt"
         if not vocab.is_file():
             raise FileNotFoundError(f"teacher folder {folder} has neither tokenizer.json nor vocab.txt")
-        hf_tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True)
+        hf_tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True,
+                                               trust_remote_code=False)
         tok = getattr(hf_tok, "backend_tokenizer", None)
         if tok is None:
             raise ValueError(f"teacher folder {folder}: no fast tokenizer could be built")

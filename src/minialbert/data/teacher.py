@@ -99,13 +99,14 @@ def download_teacher(spec_value: str | dict | None, out: str | Path) -> dict:
         source_sha = _check_source_sha(spec, weight_files, where)
         model_file = tmp / "model.safetensors"
         if kind == "safetensors":
+            has_head = _mlm_head(spec, weight_files[0], where)  # a broken file fails by its own name
             shutil.copyfile(weight_files[0], model_file)
         else:
             convert_to_safetensors(kind, weight_files, model_file)
+            has_head = _mlm_head(spec, model_file, where)
         model_sha = sha256_file(model_file)
         if kind == "safetensors" and model_sha != source_sha:
             raise ValueError(f"teacher weights {weight_files[0]}: changed while being copied")
-        has_head = _mlm_head(spec, model_file, where)
 
         shutil.copyfile(src / "config.json", tmp / "config.json")
         copied_files = ["config.json", "model.safetensors"]

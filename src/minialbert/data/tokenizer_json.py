@@ -47,7 +47,8 @@ def ensure_tokenizer_json(folder: Path, max_positions: int | None) -> dict | Non
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(
-        str(folder), local_files_only=True, use_fast=True, do_lower_case=bool(cfg["do_lower_case"])
+        str(folder), local_files_only=True, use_fast=True, do_lower_case=bool(cfg["do_lower_case"]),
+        trust_remote_code=False,
     )
     backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
     if backend is None:

@@ -61,9 +61,10 @@ def _load_bin(path: Path) -> dict:
     try:
         part = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a user error
-        raise ValueError(
-            f"teacher weights {path}: cannot be loaded with torch.load(weights_only=True) "
-            f"({type(err).__name__}: {err}); provide model.safetensors instead"
+        raise ValueError(  # not torch's text: it runs to a page
+            f"teacher weights {path}: refused by torch.load(weights_only=True) "
+            f"({type(err).__name__}): it holds more than tensors (a pickle that could run code) "
+            f"or is corrupt; provide model.safetensors instead"
         ) from None
     if not isinstance(part, dict):
         raise ValueError(f"teacher weights {path}: not a state dict")
