@@ -18,7 +18,7 @@ import os
 import unicodedata
 
 from ..tasks.folder import load_task
-from .near_copies import NearCopyIndex
+from ..near_copies import NearCopyIndex
 
 # the one split whose rows may stay in the corpus: fine-tuning trains on it anyway
 TRAIN_SPLIT = "train"

@@ -6,7 +6,7 @@ import os
 from collections import Counter
 
 from ..metrics import metric_names
-from .duplicates import cross_split, drop_duplicates
+from .duplicates import cross_split, drop_duplicates, drop_near_copies
 from .folder import write_task
 from .labels import task_labels
 from .loaders import Source, load_source
@@ -31,9 +31,10 @@ def _too_few(spec: dict, split: str, fractions: dict, pool: list[Row], n_rows: i
                       f"examples, raise {split}_fraction or provide a {split} split)")
 
 
-def _carve_missing(name: str, spec: dict, source: Source) -> tuple[dict[str, str], int]:
-    """Carve the dev/test splits the source lacks out of train, exact duplicates dropped first;
-    ({split: how} for task.json, duplicates dropped)."""
+def _carve_missing(name: str, spec: dict, source: Source) -> tuple[dict[str, str], int, int]:
+    """Carve the dev/test splits the source lacks out of train, exact duplicates dropped first and
+    near copies of the carved rows dropped from train after; ({split: how} for task.json, exact
+    duplicates dropped, near copies dropped)."""
     splits = source.splits
     fractions = {}
     for split in ("dev", "test"):
@@ -44,7 +45,7 @@ def _carve_missing(name: str, spec: dict, source: Source) -> tuple[dict[str, str
                                  f"{split}_fraction is 0")
             fractions[split] = frac
     if not fractions:
-        return {}, 0
+        return {}, 0, 0
     n_rows = len(splits["train"])
     # a copy on both sides of a carved split would score memorisation as generalisation
     pool, dropped = drop_duplicates(splits["train"])
@@ -54,8 +55,10 @@ def _carve_missing(name: str, spec: dict, source: Source) -> tuple[dict[str, str
     for split in fractions:
         if not parts[split]:
             raise _too_few(spec, split, fractions, pool, n_rows, dropped, carved[split])
+    # a near copy (another version of one news story) in train would leak the carved answer too
+    parts["train"], near = drop_near_copies(parts["train"], [r for s in fractions for r in parts[s]])
     splits.update(parts)
-    return carved, dropped
+    return carved, dropped, near
 
 
 def _subsample_all(spec: dict, source: Source) -> None:
@@ -102,7 +105,7 @@ def build_task(name: str, spec: str | dict | None) -> tuple[dict, dict[str, list
     read = {split: rows for split, rows in {**source.splits, **source.extra}.items() if rows}
     scheme = tag_scheme(f"tasks.{name}", spec["tag_scheme"], read) \
         if kind == "token_classification" else None
-    carved, dropped = _carve_missing(name, spec, source)
+    carved, dropped, near_copies = _carve_missing(name, spec, source)
     carved = {**source.carved, **carved}
     _subsample_all(spec, source)
     splits = {**source.splits, **source.extra}
@@ -139,7 +142,8 @@ def build_task(name: str, spec: str | dict | None) -> tuple[dict, dict[str, list
         "seed": spec["seed"],
         "source": source.info,
         "carved": carved,
-        "duplicates": {"dropped": dropped, "cross_split": cross_split(splits)},
+        "duplicates": {"dropped": dropped, "near_copies_dropped_from_train": near_copies,
+                       "cross_split": cross_split(splits)},
     }
     if kind in ("classification", "pair_classification"):
         task["label_counts"] = {

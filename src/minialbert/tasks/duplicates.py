@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 
+from ..near_copies import NearCopyIndex
 from .readers import Row
 
 # pairs of splits whose overlap task.json reports: (earlier, later) counts later rows found earlier
@@ -47,3 +48,16 @@ def cross_split(splits: dict[str, list[Row]]) -> dict[str, int]:
     pairs = list(PAIRS) + [("train", s) for s in splits if s not in ("train", "dev", "test")]
     return {f"{a}-{b}": sum(k in sets[a] for k in keys[b])
             for a, b in pairs if a in keys and b in keys}
+
+
+def drop_near_copies(train: list[Row], held_out: list[Row]) -> tuple[list[Row], int]:
+    """`train` without the rows that are near copies of a held-out row (`minialbert.near_copies`:
+    another version of the same text, e.g. a revised news story), and how many were dropped."""
+    if not train or not held_out:
+        return train, 0
+    index = NearCopyIndex()
+    for row in held_out:
+        index.add(normalised_text(row).split())
+    near = index.find([normalised_text(row).split() for row in train])
+    kept = [row for row, hits in zip(train, near) if not hits]
+    return kept, len(train) - len(kept)
