@@ -225,9 +225,6 @@ def finetune(model: Path, task: Path, out: Path) -> list[str]:
             "--out", str(out), "--cache-dir", str(out.parent / "cache")]
 
 
-@pytest.mark.xfail(strict=True, reason="W2-D: load_model lets transformers' 'Unrecognized configuration "
-                   "class ... Model type should be one of <200 names>' through; name the folder and its "
-                   "model_type and say what fine-tuning takes")
 def test_a_checkpoint_of_another_model_type_to_finetune(tmp_path, tiny, capsys):
     from transformers import ViTConfig, ViTModel
 
@@ -339,21 +336,17 @@ CONFIG_CASES = {
     "duplicate task names": (
         _tiny_with_a_second("bbc_topic"),
         ["bbc_topic", "duplicate"],
-        "lead: YAML keeps the last of two equal keys silently; load each --configfile (and "
-        "config/config.yaml) in the Snakefile with a SafeLoader that raises on a duplicate mapping key"),
+        None),
     "output path escapes the work directory (student named ..)": (
         {"students": [{"name": ".."}], "finetune.models": ["teacher", ".."]}, ["'..'", "name"],
-        "lead: $defs.name allows '.' and '..' (results/distill/.. is results/, which distill would "
-        "replace); use pattern ^[A-Za-z0-9_-][A-Za-z0-9._-]*$"),
+        None),
     "hidden not divisible by heads": (
         {"student.overrides": {"hidden_size": 30, "num_attention_heads": 4}},
         ["student.overrides", "hidden_size", "num_attention_heads"],
-        "lead: common.smk does not build the student config; check it with "
-        "minialbert.modeling_minialbert.preset_config(preset, **overrides) at parse time"),
+        None),
     "layer map past the teacher's depth": (
         {"distill.layer_map": [1, 3, 9]}, ["distill.layer_map", "9"],
-        "lead: common.smk does not read the teacher's depth; for a package/files teacher read "
-        "num_hidden_layers from its config.json and check every layer_map entry is below it"),
+        None),
 }
 
 

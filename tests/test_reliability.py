@@ -276,9 +276,6 @@ def test_same_config_and_seed_give_identical_weights_predictions_and_scores(pipe
         assert contents(a, rel, skip) == contents(b, rel, skip), rel
 
 
-@pytest.mark.xfail(strict=True, reason="W2-D: save_checkpoint saves the tokenizer after use, with the "
-                   "truncation/padding of its last call (a cache miss gives max_length 32, a hit the "
-                   "file's 128); copy the model folder's tokenizer files instead, as distill does")
 def test_a_fine_tuned_checkpoint_keeps_the_models_tokenizer(pipeline):
     model = json.loads((pipeline["a"] / "distill/s/tokenizer.json").read_text())
     for arm in ("full1", "adapter1"):  # the first one built the cache, the second one hit it
@@ -317,9 +314,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(stage, pipeline, interru
     run = interrupted[stage]
     where = f"{stage} killed at {run['kill_at']}"
     assert run["code"] == -signal.SIGKILL, f"{where}: not killed\n{run['log'][-3000:]}"
-    # until test_a_fine_tuned_checkpoint_keeps_the_models_tokenizer passes: the saved tokenizer.json
-    # depends on whether the cache was hit, and the rerun may hit the cache the killed run wrote
-    skip = MODEL_CARD + (("tokenizer.json",) if stage == "finetune" else ())
+    skip = MODEL_CARD
     reference = contents(pipeline["a"], run["rel"], skip)
     # no partial file is taken as an output: whatever exists after the kill is already whole
     for name, value in run["after_kill"].items():
@@ -431,8 +426,6 @@ def test_nan_in_distillation_stops_with_one_line_and_keeps_the_last_checkpoint(
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="W2-D: finetune raises FloatingPointError, which the CLI "
-                   "does not turn into one line; raise StageError/ValueError naming the epoch and step")
 def test_nan_in_finetuning_stops_with_one_line_and_keeps_the_previous_result(
         tmp_path, pipeline, capsys, torch_threads):
     out = tmp_path / "ft/s/full1/metrics.json"

@@ -203,7 +203,7 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.slow
 def test_pipeline_produces_the_summary(tiny_run):
     summary = tiny_run / "results/summary"
-    for name in ("results.csv", "results.md", "params.csv", "metrics.json", "scores.png"):
+    for name in ("results.csv", "comparisons.csv", "results.md", "params.csv", "metrics.json", "scores.png"):
         assert (summary / name).stat().st_size > 0, name
     assert (summary / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -211,9 +211,22 @@ def test_pipeline_produces_the_summary(tiny_run):
     metrics.pop("runtime")  # provenance of the summary, not a task
     assert set(metrics) == {"bbc_topic", "wnut16"}
     arms = {"teacher/full", "distilled/full", "distilled/adapter", "random-init/full", "random-init/adapter"}
+    floors = {"majority/floor", "tfidf-logreg/floor"}
     for task, scores in metrics.items():
-        assert set(scores) == arms, task
+        assert set(scores) - floors == arms and "majority/floor" in scores, task
         assert all(0.0 <= v <= 1.0 for v in scores.values())
+    assert "tfidf-logreg/floor" in metrics["bbc_topic"]  # token tasks have no TF-IDF floor
+
+    # every number with its interval and split; paired comparisons beside it
+    import pandas as pd
+
+    results = pd.read_csv(summary / "results.csv")
+    assert {"split", "ci_low", "ci_high", "protocol"} <= set(results.columns)
+    assert (results["ci_low"] <= results["mean"]).all() and (results["mean"] <= results["ci_high"]).all()
+    assert (summary / "comparisons.csv").stat().st_size > 0
+    # the report's ingredients
+    for name in ("figures/1_score_vs_params.svg", "figures/5_anytime.png", "report/results.html", "inference.csv"):
+        assert (summary / name).stat().st_size > 0, name
 
     table = (summary / "results.md").read_text()
     assert "| distilled | adapter |" in table and "| random-init | full |" in table
@@ -228,6 +241,23 @@ def test_pipeline_produces_the_summary(tiny_run):
     assert (student / "model.safetensors").exists() and (student / "config.json").exists()
     assert json.loads((student / "config.json").read_text())["model_type"] == "minialbert"
     assert json.loads((student / "summary.json").read_text())["steps"] == 4
+
+
+@pytest.mark.slow
+def test_saved_checkpoint_answers_through_a_transformers_pipeline(tiny_run):
+    """finetune.settings.save (on in the tiny config): the first seed's model loads with plain
+    transformers after `import minialbert`, and predicts what the evaluation recorded."""
+    import minialbert  # noqa: F401  (registers the model type)
+    from transformers import pipeline
+
+    run = tiny_run / "results/finetune/distilled/bbc_topic/full/lr0.0001/seed1"
+    metrics = json.loads((run / "metrics.json").read_text())
+    classify = pipeline("text-classification", model=str(run / metrics["checkpoint"]), device="cpu")
+    task = tiny_run / "resources/tasks/bbc_topic"
+    split = metrics["reported_split"]
+    rows = [json.loads(line) for line in (task / f"{split}.jsonl").read_text().splitlines()][:8]
+    got = [p["label"] for p in classify([r["text"] for r in rows], truncation=True)]
+    assert got == metrics["predictions"][split]["pred"][:8]
 
 
 @pytest.mark.slow

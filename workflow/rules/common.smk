@@ -54,6 +54,62 @@ if (
     )
 
 
+def _refuse_duplicate_keys(paths):
+    """YAML keeps the last of two equal keys silently (a second `bbc_topic:` replaces the first)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+            for key in {k for k in keys if keys.count(k) > 1}:
+                line = next(k.start_mark.line + 1 for k in (k for k, _ in node.value)
+                            if self.construct_object(k) == key)
+                raise ValueError(f"{self.name}: line {line}: duplicate key {key!r}")
+            return super().construct_mapping(node, deep=deep)
+
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            yaml.load(fh, Loader=StrictLoader)
+
+
+_refuse_duplicate_keys(workflow.overwrite_configfiles or ["config/config.yaml"])
+
+
+def _check_students_against_the_teacher():
+    """Checks that need the models: the student shape, and the layer map vs the teacher's depth
+    (for a package or files teacher, whose config.json is on disk before any job runs)."""
+    from minialbert.distill.spec import resolve_layer_map
+    from minialbert.files import package_root
+    from minialbert.modeling_minialbert import preset_config
+
+    t = config["teacher"]
+    folder = None
+    if t["source"] == "package" and t["package"]:
+        try:
+            folder = package_root(t["package"]) / (t["path"] or "")
+        except FileNotFoundError:
+            folder = None  # the download job reports it
+    elif t["source"] == "files" and t["path"]:
+        folder = Path(t["path"])
+    layers = None
+    if folder is not None and (folder / "config.json").is_file():
+        layers = json.loads((folder / "config.json").read_text()).get("num_hidden_layers")
+    for name, entry in STUDENTS.items():
+        model = {**config["student"], **{k: entry[k] for k in ("preset", "overrides") if k in entry}}
+        try:
+            cfg = preset_config(model["preset"], **model.get("overrides", {}))
+        except (ValueError, TypeError) as err:
+            config_error(f"student.overrides (student '{name}')", str(err))
+        if layers and entry["distill"]:
+            try:
+                resolve_layer_map(config["distill"]["layer_map"], cfg.num_recursions, layers)
+            except ValueError as err:
+                config_error("distill.layer_map", f"{err} (teacher '{TEACHER}', student '{name}')")
+
+
+_check_students_against_the_teacher()
+
+
 def as_json(obj):
     """Settings travel to the CLI as one JSON string; sorted keys keep `params` stable across runs."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))

@@ -13,9 +13,12 @@ it is written before metrics.json, which names it.
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
-from ..atomic import staged_dir, write_text
+from ..atomic import staged_dir, write_json, write_text
+from ..files import TOKENIZER_FILES
 from .model_card import lineage, model_card
 from .modes import count_params
 
@@ -25,6 +28,12 @@ CHECKPOINT_DIR = "checkpoint"  # beside metrics.json; metrics.json's `checkpoint
 def plain_model(model, mode: str):
     """The model as transformers knows it: LoRA merged into the weights it wraps."""
     return model.merge_and_unload() if mode == "lora" else model
+
+
+def _set_max_length(path: Path, max_length: int) -> None:
+    """`truncation=True` through the saved tokenizer then reproduces what the evaluation saw."""
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    write_json(path, {**config, "model_max_length": max_length})
 
 
 def save_checkpoint(model, mode: str, tokenizer, dest: Path, result: dict, task: dict,
@@ -38,8 +47,12 @@ def save_checkpoint(model, mode: str, tokenizer, dest: Path, result: dict, task:
                       unique_params=count_params(model)[1])
     with staged_dir(dest) as tmp:
         model.save_pretrained(tmp)
-        tokenizer.model_max_length = result["settings"]["max_length"]
-        tokenizer.save_pretrained(tmp)
+        # the model folder's own tokenizer files: a tokenizer object that has been used carries
+        # the truncation / padding of its last call, which would differ between cache hit and miss
+        for name in TOKENIZER_FILES:
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, tmp / name)
+        _set_max_length(tmp / "tokenizer_config.json", result["settings"]["max_length"])
         write_text(tmp / "README.md", card)
     print(f"saved the fine-tuned model to {dest}", flush=True)
     return dest

@@ -13,6 +13,7 @@ import torch
 
 from .. import settings
 from ..atomic import write_json
+from ..errors import StageError
 from ..optim import adamw
 from ..runtime import autocast, resolve_precision, seed_everything
 from ..tasks.folder import read_task_json
@@ -51,13 +52,15 @@ def _train_epoch(model, train: Split, optimizer, scheduler, params: list, kind: 
                  seed: int, epoch: int, device, precision: str) -> float:
     """One pass over the train split; the mean training loss."""
     loss_sum, n_batches = 0.0, 0
-    for batch_idx in train.train_batches(s["batch_size"], seed, epoch):
+    for step, batch_idx in enumerate(train.train_batches(s["batch_size"], seed, epoch), 1):
         batch = train.collate(batch_idx, device)
         with autocast(device, precision):
             logits = forward_logits(model, batch)
         loss = _loss(kind, logits, batch["labels"])
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"epoch {epoch}: the training loss is {loss.item()}")
+            lr = optimizer.param_groups[0]["lr"]
+            raise StageError(f"epoch {epoch}, step {step}: the training loss is {loss.item()} (lr "
+                             f"{lr:g}); nothing was written: lower --lr or set grad_clip")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if s["grad_clip"]:

@@ -47,6 +47,10 @@ def load_model(model_dir: Path, task: dict, mode: str):
                          f"{config.model_type!r} model: use --mode full or lora")
     cls = (AutoModelForTokenClassification if task["kind"] == "token_classification"
            else AutoModelForSequenceClassification)
+    if type(config) not in cls._model_mapping:
+        raise ValueError(f"{model_dir}: a {config.model_type!r} checkpoint has no "
+                         f"{cls.__name__.removeprefix('AutoModelFor')} head in transformers; "
+                         "fine-tuning takes a MiniALBERT student or a BERT-family text encoder")
     return cls.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False,
                                **_head_kwargs(task))
 
