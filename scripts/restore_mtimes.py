@@ -8,10 +8,10 @@ newer, at random) and rerun them -- GPU-hours for a distillation. Run after `dvc
 
 1. refuses (exit 3) when the workflow code in the workspace (Snakefile, workflow/) differs from
    the one recorded in dvc.lock: the pulled outputs were not made by it (`--force` adopts them);
-2. verifies every restored file against the checksums in dvc.lock and the directory manifests in
-   the DVC cache. Corrupted files, files missing from an artifact (a partial or failed pull) and
+2. has DVC verify the restored files against dvc.lock (`dvc data status --granular`, every file
+   hashed again). Corrupted files, files missing from an artifact (a partial or failed pull) and
    files that the artifact never had are reported and the script exits 2 -- Snakemake would
-   silently use a half-pulled directory(), and `dvc status` trusts its state database;
+   silently use a half-pulled directory();
 3. runs `snakemake <restored outputs> --touch --forceall` with the config recorded in dvc.lock
    (the params of the stage), so the outputs get mtimes in DAG order and Snakemake records its
    metadata (params, code, input) exactly as the run that made them would have. A config that
@@ -30,7 +30,6 @@ Exit codes: 0 ok, 1 usage or tool error, 2 verification or pull failed, 3 worksp
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -44,8 +43,12 @@ from pathlib import Path
 import yaml
 
 BIN = Path(os.path.abspath(sys.executable)).parent  # before any chdir
-SNAKEMAKE_MARKER = ".snakemake_timestamp"  # Snakemake's mtime carrier in directory() outputs
 CODE_DEPS_WARN_ONLY = ("src/",)  # Snakemake does not track package code; DVC does: warn only
+# `dvc data status` categories of a workspace file vs dvc.lock -> how the report names them.
+# ("unknown": DVC has no manifest of the directory to compare with, neither cached nor on the remote.)
+PROBLEMS = {"modified": "corrupted", "deleted": "missing", "added": "unexpected", "unknown": "unverified"}
+WHY = {"corrupted": "hash differs from dvc.lock", "missing": "not pulled, or a partial pull",
+       "unexpected": "not in dvc.lock", "unverified": "its directory manifest is not in the DVC cache"}
 
 
 class Failure(Exception):
@@ -63,8 +66,8 @@ def tool(name: str) -> str:
     return found
 
 
-def call(args: list[str], what: str, code: int = 1) -> str:
-    proc = subprocess.run(args, capture_output=True, text=True)
+def call(args: list[str], what: str, code: int = 1, env: dict | None = None) -> str:
+    proc = subprocess.run(args, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise Failure(code, f"{what} failed (exit {proc.returncode}):\n{tail}")
@@ -75,21 +78,11 @@ def log(msg: str) -> None:
     print(f"[restore] {msg}", flush=True)
 
 
+def within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + "/")
+
+
 # --- dvc.lock -------------------------------------------------------------------------------
-
-
-@dataclass
-class Out:
-    path: str
-    md5: str  # "<hex>.dir" for a directory
-    size: int | None
-
-    @property
-    def is_dir(self) -> bool:
-        return self.md5.endswith(".dir")
-
-    def covers(self, path: str) -> bool:
-        return path == self.path or path.startswith(self.path + "/")
 
 
 @dataclass
@@ -97,11 +90,10 @@ class Lock:
     stage: str
     params_file: str
     params: dict
-    deps: list[str]
-    outs: list[Out]
+    outs: list[str]  # longest first, so a nested out (none today) wins over its parent
 
-    def out_for(self, path: str) -> Out | None:
-        return next((o for o in self.outs if o.covers(path)), None)
+    def out_for(self, path: str) -> str | None:
+        return next((o for o in self.outs if within(path, o)), None)
 
 
 def load_lock(root: Path, stage: str) -> Lock:
@@ -116,60 +108,22 @@ def load_lock(root: Path, stage: str) -> Lock:
     if len(params) != 1:
         raise Failure(1, f"stage '{stage}' must take its params from exactly one config file, has {list(params)}")
     (params_file, values), = params.items()
-    outs = []
-    for kind in ("outs", "metrics", "plots"):  # dvc.lock lists them all under outs; be lenient
-        for o in entry.get(kind) or []:
-            outs.append(Out(path=o["path"].rstrip("/"), md5=o.get("md5", ""), size=o.get("size")))
-    # longest path first, so nested outs (none today) would win over their parents
-    outs.sort(key=lambda o: -len(o.path))
-    return Lock(stage, params_file, values or {}, [d["path"] for d in entry.get("deps") or []], outs)
-
-
-class Manifests:
-    """Directory manifests (`<md5>.dir`: [{relpath, md5}]) from the DVC cache, checked themselves."""
-
-    def __init__(self, dvc: str, root: Path):
-        self.cache = Path(call([dvc, "cache", "dir"], "dvc cache dir").strip())
-        if not self.cache.is_absolute():
-            self.cache = root / self.cache
-        self._memo: dict[str, dict[str, str] | None] = {}
-
-    def object_path(self, md5: str) -> Path:
-        return self.cache / "files" / "md5" / md5[:2] / md5[2:]
-
-    def get(self, md5: str) -> dict[str, str] | None:
-        """relpath -> md5, or None when the manifest is not in the cache (the artifact was never pulled)."""
-        if md5 not in self._memo:
-            path = self.object_path(md5)
-            if not path.exists():
-                self._memo[md5] = None
-            else:
-                raw = path.read_bytes()
-                if hashlib.md5(raw).hexdigest() != md5[: -len(".dir")]:
-                    raise Failure(2, f"DVC cache object {path} (directory manifest) is corrupted: its md5 "
-                                     f"does not match; delete it and `dvc pull` again")
-                self._memo[md5] = {e["relpath"]: e["md5"] for e in json.loads(raw)}
-        return self._memo[md5]
-
-
-def md5_file(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    # dvc.lock lists metrics and plots under outs too; be lenient
+    outs = [o["path"].rstrip("/") for kind in ("outs", "metrics", "plots") for o in entry.get(kind) or []]
+    return Lock(stage, params_file, values or {}, sorted(outs, key=len, reverse=True))
 
 
 # --- Snakemake ------------------------------------------------------------------------------
 
 
 class Snakemake:
-    def __init__(self, root: Path, configfile: Path, cores: int):
-        self.root, self.configfile, self.cores = root, configfile, cores
+    def __init__(self, root: Path, configfile: Path):
+        self.root, self.configfile = root, configfile
         self.exe = tool("snakemake")
 
     def _args(self, *args: str, targets: list[str] = ()) -> list[str]:
-        # targets first: --configfile takes several values
+        # targets first: --configfile takes several values. No --cores: threads and resources come
+        # from the workflow profile, and neither a summary nor a touch runs a job.
         return [self.exe, *targets, *args, "--configfile", str(self.configfile)]
 
     def summary(self, targets: list[str] = ()) -> dict[str, tuple[str, list[str]]]:
@@ -195,8 +149,7 @@ class Snakemake:
         # `--touch` also creates an empty log file for every job it touches: remove those, the
         # real logs of the run that made the outputs are not part of the artifacts.
         start = time.time() - 1
-        call(self._args("--touch", "--forceall", "--cores", str(self.cores), "--quiet", "all", targets=targets),
-             "snakemake --touch")
+        call(self._args("--touch", "--forceall", "--quiet", "all", targets=targets), "snakemake --touch")
         logs = {l for _, ls in self.summary(targets).values() for l in ls}  # recorded by the touch
         for log_file in sorted(logs):
             path = self.root / log_file
@@ -238,10 +191,10 @@ def select(sm: Snakemake, lock: Lock, held: dict[str, str], targets: list[str], 
         return held
     chosen = {}
     for t in (t.rstrip("/") for t in targets):
-        if not lock.out_for(t) and not any(o.path.startswith(t + "/") for o in lock.outs):
+        if not lock.out_for(t) and not any(within(o, t) for o in lock.outs):
             raise Failure(1, f"{t} is not an output of stage '{lock.stage}' in dvc.lock "
-                             f"(outputs: {', '.join(sorted(o.path for o in lock.outs))})")
-        inside = {p: r for p, r in held.items() if p == t or p.startswith(t + "/") or t.startswith(p + "/")}
+                             f"(outputs: {', '.join(sorted(lock.outs))})")
+        inside = {p: r for p, r in held.items() if within(p, t) or within(t, p)}
         if not inside:
             raise Failure(1, f"{t}: no Snakemake output of the recorded config lies in it")
         chosen.update(inside)
@@ -251,68 +204,50 @@ def select(sm: Snakemake, lock: Lock, held: dict[str, str], targets: list[str], 
     return {p: r for p, r in upstream.items() if p in held}
 
 
-def pull_paths(lock: Lock, held: dict[str, str], paths: list[str]) -> list[str]:
-    """What to give `dvc pull`: a whole DVC output when all its Snakemake outputs are wanted."""
+def dvc_paths(lock: Lock, held: dict[str, str], paths: list[str]) -> list[str]:
+    """What to give `dvc pull` / `dvc data status`: a whole DVC output when all its Snakemake
+    outputs are wanted, else those outputs."""
     wanted, result = set(paths), []
-    for out in sorted(lock.outs, key=lambda o: o.path):
-        inside = [p for p in held if lock.out_for(p) is out]
+    for out in sorted(lock.outs):
+        inside = [p for p in held if lock.out_for(p) == out]
         chosen = [p for p in inside if p in wanted]
         if inside and len(chosen) == len(inside):
-            result.append(out.path)
+            result.append(out)
         else:
             result.extend(sorted(chosen))
     return result
 
 
-def verify(root: Path, lock: Lock, manifests: Manifests, paths: list[str]) -> list[str]:
-    """Problems (empty when every file of every path matches dvc.lock)."""
+def verify(dvc: str, targets: list[str], paths: list[str]) -> list[str]:
+    """Problems (empty when every file of every path matches dvc.lock), found by DVC itself."""
+    with tempfile.TemporaryDirectory(prefix="dvc-site-") as site:
+        # An empty site cache holds no state database, so DVC hashes every file again instead of
+        # trusting size + mtime: a file damaged in place (or a bad object taken from a remote
+        # without `verify`, which DVC records under its expected hash) keeps both.
+        out = call([dvc, "data", "status", "--granular", "--json", *targets], "dvc data status",
+                   env={**os.environ, "DVC_SITE_CACHE_DIR": site})
+    uncommitted = json.loads(out or "{}").get("uncommitted", {})
+    found = {entry: PROBLEMS[kind] for kind, entries in uncommitted.items() if kind in PROBLEMS
+             for entry in entries}
     problems = []
-    for path in paths:
-        out = lock.out_for(path)
-        full = root / path
-        if not out.is_dir:
-            if not full.is_file():
-                problems.append(f"missing    {path} (not pulled, or the pull failed)")
-            elif md5_file(full) != out.md5:
-                problems.append(f"corrupted  {path} (md5 differs from dvc.lock)")
-            continue
-        manifest = manifests.get(out.md5)
-        if manifest is None:
-            problems.append(f"missing    {path} (the manifest of {out.path} is not in the DVC cache: not pulled)")
-            continue
-        rel = "" if path == out.path else path[len(out.path) + 1:]
-        if rel and rel in manifest:  # a file output inside a directory out
-            expected = {rel: manifest[rel]}
-        else:
-            prefix = rel + "/" if rel else ""
-            expected = {k: v for k, v in manifest.items() if k.startswith(prefix)}
-        if not expected:
-            problems.append(f"missing    {path} (dvc.lock's {out.path} holds no file of it)")
-            continue
-        base = root / out.path
-        for relpath, md5 in sorted(expected.items()):
-            f = base / relpath
-            if not f.is_file():
-                problems.append(f"missing    {out.path}/{relpath} (partial pull?)")
-            elif md5_file(f) != md5:
-                problems.append(f"corrupted  {out.path}/{relpath} (md5 differs from dvc.lock)")
-        if full.is_dir():
-            for f in sorted(full.rglob("*")):
-                relpath = f.relative_to(base).as_posix()
-                if f.is_file() and f.name != SNAKEMAKE_MARKER and relpath not in expected:
-                    problems.append(f"unexpected {out.path}/{relpath} (not in dvc.lock)")
+    for entry, label in sorted(found.items()):
+        path = entry.rstrip("/")
+        if entry.endswith("/") and any(other != entry and other.startswith(entry) for other in found):
+            continue  # a directory whose files are listed themselves
+        if any(within(path, p) or within(p, path) for p in paths):
+            problems.append(f"{label:<10} {path} ({WHY[label]})")
     return problems
 
 
-def frozen_hint(sm: Snakemake, restored: dict[str, str], root: Path, configfile: str) -> None:
+def frozen_hint(sm: Snakemake, restored: dict[str, str], every: dict[str, str], root: Path,
+                configfile: str) -> None:
     """After --only: which restored outputs lack inputs, and how to use them without rebuilding."""
     upstream = sm.outputs(sorted(restored))
     absent = sorted(p for p in upstream if p not in restored and not (root / p).exists())
     if not absent:
         return
     frozen = sorted(set(restored.values()))
-    every = sorted(set(sm.outputs().values()) | {"all"})
-    allowed = [r for r in every if r not in frozen]
+    allowed = [r for r in sorted(set(every.values()) | {"all"}) if r not in frozen]
     log("note: the inputs of the restored outputs are not here: " + ", ".join(absent))
     log("a plain `snakemake` would rebuild them and redo everything downstream. To use the restored "
         "outputs as they are (rules frozen: " + ", ".join(frozen) + "), run e.g.:")
@@ -329,7 +264,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="verify only; touch nothing")
     ap.add_argument("--force", action="store_true", help="adopt artifacts although workflow code changed")
     ap.add_argument("--stage", default="pipeline", help="the dvc.yaml stage (default: pipeline)")
-    ap.add_argument("--cores", type=int, default=1, help="for snakemake --touch (default 1)")
     ap.add_argument("-C", "--directory", default=".", help="the repository root (default: .)")
     args = ap.parse_args(argv)
 
@@ -343,17 +277,18 @@ def main(argv: list[str] | None = None) -> int:
         # metadata it records then match that run, whatever the workspace config says now.
         configfile = Path(tmpdir.name) / "recorded-config.yaml"
         configfile.write_text(yaml.safe_dump(lock.params, sort_keys=False))
-        sm = Snakemake(root, configfile, args.cores)
+        sm = Snakemake(root, configfile)
 
         check_code(dvc, lock, args.force or args.check)
-        held = {p: r for p, r in sm.outputs().items() if lock.out_for(p)}
+        every = sm.outputs()
+        held = {p: r for p, r in every.items() if lock.out_for(p)}
         restore = select(sm, lock, held, args.targets, args.only)
         if not restore:
             raise Failure(1, "nothing to restore: dvc.lock holds no output of this workflow")
         paths = sorted(restore)
+        targets = dvc_paths(lock, held, paths)
 
         if args.pull:
-            targets = pull_paths(lock, held, paths)
             log(f"dvc pull {' '.join(targets) if len(targets) <= 8 else f'({len(targets)} paths)'}")
             try:
                 call([dvc, "pull", *targets], "dvc pull", code=2)
@@ -364,14 +299,15 @@ def main(argv: list[str] | None = None) -> int:
                                  "Integrity): it would recompute whatever was not restored.") from None
 
         log(f"verifying {len(paths)} output(s) against dvc.lock")
-        problems = verify(root, lock, Manifests(dvc, root), paths)
+        problems = verify(dvc, targets, paths)
         if problems:
             shown = problems[:40] + ([f"... and {len(problems) - 40} more"] if len(problems) > 40 else [])
             raise Failure(2, "the restored artifacts do not match dvc.lock; nothing was touched:\n  "
                              + "\n  ".join(shown)
-                             + "\nFix: `dvc pull --force <path>` (re-checkout from the cache); if that "
-                               "does not help the cache or the remote object is bad: delete it from "
-                               ".dvc/cache and pull again, with `dvc remote modify <remote> verify true`.")
+                             + "\nFix: delete the listed files and `dvc checkout <path>` (even `--force` "
+                               "trusts size + mtime, so it keeps a file damaged in place); if that does not "
+                               "help the cache or the remote object is bad: delete it from .dvc/cache and "
+                               "pull again, with `dvc remote modify <remote> verify true`.")
         log("all files match dvc.lock")
         if args.check:
             return 0
@@ -380,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         sm.touch(paths)
         log(f"done: {len(paths)} output(s) are up to date for Snakemake")
         if args.only:
-            frozen_hint(sm, restore, root, lock.params_file)
+            frozen_hint(sm, restore, every, root, lock.params_file)
         return 0
     except Failure as err:
         print(f"[restore] ERROR: {err}", file=sys.stderr, flush=True)

@@ -180,6 +180,7 @@ def test_repro_records_every_artifact_and_dvc_views_work(shared):
     metrics = json.loads(sh(env, origin, BIN / "dvc", "metrics", "show", "--json").stdout)
     (workspace,) = metrics.values()  # keyed "" (the workspace) by dvc 3
     scores = workspace["data"]["results/summary/metrics.json"]["data"]
+    scores.pop("runtime")  # provenance, not a task
     assert set(scores) == {"bbc_topic", "wnut16"} and "distilled/adapter" in scores["bbc_topic"]
     plots = json.loads(sh(env, origin, BIN / "dvc", "plots", "show", "--json").stdout)
     assert {"results/summary/results.csv", "results/summary/scores.png"} <= set(plots["data"])
@@ -209,14 +210,14 @@ def find_named(node, name: str):
 
 def test_dvc_exp_run_records_an_experiment_and_snakemake_decides_what_runs(shared):
     origin, env = shared.origin, shared.env
-    # a setting no job depends on: DVC reruns the stage, Snakemake finds nothing to do
-    proc = sh(env, origin, BIN / "dvc", "exp", "run", "-n", "runtime61", "-S",
-              f"{TINY}:+resources.finetune.runtime=61")  # `+`: a key the file leaves to the schema
+    # a key the file leaves to the schema, set to its default (`+`: add it): DVC sees a param change
+    # and reruns the stage, Snakemake sees identical merged settings and finds nothing to do
+    proc = sh(env, origin, BIN / "dvc", "exp", "run", "-n", "workers1", "-S", f"{TINY}:+tokenize.workers=1")
     out = proc.stdout + proc.stderr
     assert "Nothing to be done" in out and "rule distill" not in out, out[-3000:]
-    exp = find_named(json.loads(sh(env, origin, BIN / "dvc", "exp", "show", "--json").stdout), "runtime61")
+    exp = find_named(json.loads(sh(env, origin, BIN / "dvc", "exp", "show", "--json").stdout), "workers1")
     assert exp is not None
-    assert exp["data"]["params"][TINY]["data"]["resources"]["finetune"]["runtime"] == 61
+    assert exp["data"]["params"][TINY]["data"]["tokenize"]["workers"] == 1
     assert "results/summary/metrics.json" in exp["data"]["metrics"]
     sh(env, origin, "git", "checkout", "--", TINY, "dvc.lock")  # back to the committed run
 
@@ -233,6 +234,17 @@ def full_clone(shared):
 
 
 def test_full_pull_reruns_nothing(shared, full_clone):
+    """dvc repro + dvc push -> fresh clone -> `make pull` (scripts/dvc_pull.sh) -> nothing to do.
+
+    The tiny config stands for the default one: no config holds threads or resources, every run
+    takes them from profiles/default (applied implicitly), so both get the same ones. And
+    `snakemake --summary`, which the restore step runs, needs no `--cores` on either (it once failed
+    on the default config: "Workflow requires a total number of cores to be defined").
+    """
+    for configfile in (TINY, "config/config.yaml"):
+        proc = sh(shared.env, full_clone, BIN / "snakemake", "--summary", "--configfile", configfile)
+        assert "Using workflow specific profile profiles/default" in proc.stdout + proc.stderr
+        assert "output_file\t" in proc.stdout  # the table restore_mtimes.py reads
     counts, out = dry_run(shared.env, full_clone)
     assert counts == {}, out[-3000:]
     assert "Nothing to be done" in out
@@ -249,13 +261,15 @@ def test_after_a_pull_a_changed_config_still_reruns_what_it_affects(shared, full
     (full_clone / "steps.yaml").write_text(yaml.safe_dump(cfg))
     counts, out = dry_run(shared.env, full_clone, "steps.yaml")
     # both students (their distill params changed), every fine-tuning of a student, the summary
-    assert counts == {"distill": 2, "finetune": 8, "aggregate": 1, "all": 1}, out[-3000:]
+    # (and the report: the students' inference benchmark, the figures and tables)
+    assert counts == {"distill": 2, "finetune": 8, "aggregate": 1, "bench_inference": 1, "figures": 1,
+                      "report_tables": 1, "all": 1}, out[-3000:]
 
     cfg = yaml.safe_load((full_clone / TINY).read_text())
     cfg["finetune"]["learning_rates"]["adapter"] = [5e-4]
     (full_clone / "lr.yaml").write_text(yaml.safe_dump(cfg))
     counts, out = dry_run(shared.env, full_clone, "lr.yaml")
-    assert counts == {"finetune": 4, "aggregate": 1, "all": 1}, out[-3000:]
+    assert counts == {"finetune": 4, "aggregate": 1, "figures": 1, "report_tables": 1, "all": 1}, out[-3000:]
 
 
 # --- pulling only the checkpoints -------------------------------------------------------------
@@ -267,27 +281,33 @@ def test_pulling_only_checkpoints_adds_a_task_without_redistilling(shared):
     # the checkpoints and what Snakemake needs to trust them (their inputs), nothing else
     assert (repo / "results/distill/distilled/model.safetensors").is_file()
     assert (repo / "resources/tokens").is_dir() and (repo / "resources/teacher").is_dir()
-    for absent in ("results/finetune", "results/summary", "resources/tasks"):
+    for absent in ("results/finetune", "results/summary", "results/floors"):
         assert not (repo / absent).exists(), absent
+    # of the tasks, only the one whose documents the tokenised corpus leaves out (an input of it)
+    assert sorted(p.name for p in (repo / "resources/tasks").iterdir()) == ["bbc_topic"]
     before = md5(repo / "results/distill/distilled/model.safetensors")
 
     extra = with_new_task(repo)
     counts, out = dry_run(shared.env, repo, extra)
-    assert counts == {"prepare_task": 3, "finetune": 15, "aggregate": 1, "all": 1}, out[-3000:]
+    assert counts == {"prepare_task": 2, "floors": 6, "finetune": 15, "aggregate": 1, "bench_inference": 1,
+                      "figures": 1, "report_tables": 1, "all": 1}, out[-3000:]
 
-    # the real run fine-tunes only the distilled student's adapters (3 tasks) to keep the test short
+    # the real run fine-tunes only the distilled student's adapters (3 tasks) and stops at the
+    # summary (no report: its inference benchmark alone takes a minute) to keep the test short
     small = with_new_task(repo, "small.yaml", models=["distilled"], modes=["adapter"])
-    proc = sh(shared.env, repo, BIN / "snakemake", "--cores", "2", "--configfile", small)
+    until = ("--until", "aggregate")
+    proc = sh(shared.env, repo, BIN / "snakemake", "--cores", "2", *until, "--configfile", small)
     ran = job_counts(proc.stdout + proc.stderr)
-    assert ran == {"prepare_task": 3, "finetune": 3, "aggregate": 1, "all": 1}, ran
+    assert ran == {"prepare_task": 2, "floors": 6, "finetune": 3, "aggregate": 1}, ran
     assert not (repo / "logs/distill").exists() and not (repo / "logs/tokenize").exists()
     assert md5(repo / "results/distill/distilled/model.safetensors") == before
     new = repo / "results/finetune/distilled/drug_review/adapter/lr0.001/seed1/metrics.json"
     assert json.loads(new.read_text())["task"] == "drug_review"
     summary = json.loads((repo / "results/summary/metrics.json").read_text())
+    summary.pop("runtime")  # provenance, not a task
     assert set(summary) == {"bbc_topic", "wnut16", "drug_review"}
-    assert set(summary["drug_review"]) == {"distilled/adapter"}
-    counts, out = dry_run(shared.env, repo, small)
+    assert {arm for arm in summary["drug_review"] if not arm.endswith("/floor")} == {"distilled/adapter"}
+    counts, out = dry_run(shared.env, repo, small, *until)
     assert counts == {}, out[-3000:]
 
 
