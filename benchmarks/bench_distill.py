@@ -1,6 +1,7 @@
 """Throughput of one distillation step: this engine vs the reference recipe, in the same run.
 
     python benchmarks/bench_distill.py [--shapes default,paper] [--steps 5] [--markdown FILE]
+                                       [--baseline-src OTHER_CHECKOUT/src]
 
 For each model shape it times full optimiser steps (teacher forward + student forward/backward +
 AdamW) of two recipes, interleaved step by step so machine noise hits both alike:
@@ -11,7 +12,10 @@ AdamW) of two recipes, interleaved step by step so machine noise hits both alike
 - reference: what the reference code did: fp32, eager attention with `output_attentions` on every
   layer of both models, vocab heads on every position of both models (the losses then pick the
   masked positions / mapped layers).
-Both compute the same objective (same weights, same layer map). Reported: tokens/s (median of the
+With `--baseline-src` a third recipe, the engine of another checkout (say HEAD's, from `git
+worktree add`), runs in the same interleaving, on the same student model code, so a change to the
+engine is timed against its predecessor under the same noise. All compute the same objective (same
+weights, same layer map). Reported: tokens/s (median of the
 timed steps), the ratio engine / reference, model FLOPs per token (the `minialbert.distill.flops` formula, each
 recipe with its own head FLOPs), achieved GFLOP/s, and MFU against the bf16 and fp32 matmul peaks
 measured in the same run (a 4096^3 matmul on the same threads, best of before and after).
@@ -27,13 +31,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import importlib
 import importlib.util
+import inspect
 import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -41,7 +48,7 @@ import minialbert  # noqa: F401
 from minialbert.distill import losses as L
 from minialbert.distill.flops import step_flops_per_token
 from minialbert.distill.masking import mask_tokens, num_mask_slots, step_generator
-from minialbert.distill.spec import default_layer_map, parse_spec
+from minialbert.distill.spec import default_layer_map, parse_spec, unvalidated_spec
 from minialbert.distill.step import DistillStudent, Terms, forward_backward, global_dens
 from minialbert.distill.teacher import TeacherRunner
 from minialbert.modeling_minialbert import MiniAlbertForMaskedLM, preset_config
@@ -71,6 +78,15 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 4096, reps: i
         sync(device)
         best = max(best, inner * 2 * n**3 / (time.perf_counter() - t0) / 1e9)
     return best
+
+
+def bench_spec(overrides: dict):
+    """The distill section with these overrides, validated where jsonschema is installed."""
+    try:
+        import jsonschema  # noqa: F401
+    except ImportError:  # a stock CUDA image (benchmarks/gpu_check.sh)
+        return unvalidated_spec(overrides)
+    return parse_spec(overrides)
 
 
 def load_teacher(shape: str):
@@ -113,22 +129,46 @@ def make_batch(b: int, t: int, seed: int):
     return ids, am
 
 
+CURRENT = SimpleNamespace(DistillStudent=DistillStudent, TeacherRunner=TeacherRunner, Terms=Terms,
+                          forward_backward=forward_backward, global_dens=global_dens, adamw=adamw)
+
+
+def load_baseline(src: Path) -> SimpleNamespace:
+    """The engine pieces of another checkout (`src/minialbert` of it), imported as the package
+    `minialbert_baseline` so both versions run in one process; the student model stays this one's."""
+    root = Path(src) / "minialbert"
+    spec = importlib.util.spec_from_file_location("minialbert_baseline", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    sys.modules["minialbert_baseline"] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    step = importlib.import_module("minialbert_baseline.distill.step")
+    teacher = importlib.import_module("minialbert_baseline.distill.teacher")
+    optim = importlib.import_module("minialbert_baseline.optim")
+    return SimpleNamespace(DistillStudent=step.DistillStudent, TeacherRunner=teacher.TeacherRunner, Terms=step.Terms,
+                           forward_backward=step.forward_backward, global_dens=step.global_dens, adamw=optim.adamw)
+
+
 class EngineStep:
-    def __init__(self, teacher_sdpa, student, proj, terms, precision, spec, device):
-        self.runner = TeacherRunner(teacher_sdpa, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
-        self.net = DistillStudent(student, proj).train()
+    def __init__(self, teacher_sdpa, student, proj, terms, precision, spec, device, impl=CURRENT):
+        self.impl = impl
+        self.runner = impl.TeacherRunner(teacher_sdpa, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
+        self.net = impl.DistillStudent(student, proj).train()
         self.terms, self.precision, self.device = terms, precision, device
         self.keys = terms.keys
-        self.opt = adamw(self.net.named_parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        self.opt = impl.adamw(self.net.named_parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
         self.fwd = self.net
+        # an older engine took the compared heads, not the terms
+        takes_heads = "heads" in inspect.signature(impl.global_dens).parameters
+        self.dens = (lambda mb, am: impl.global_dens(mb, am, terms.heads)) if takes_heads else (
+            lambda mb, am: impl.global_dens(mb, am, terms))
 
     def __call__(self, ids, am, step, m, spec):
         mb = mask_tokens(ids, am, num_slots=m, mask_id=MASK_ID, special_ids=SPECIAL, vocab_size=30522,
                          generator=step_generator(0, step))
-        dens = global_dens(mb, am, self.terms.heads)
+        dens = self.dens(mb, am)
         x, a, pos, lab = (t.to(self.device, non_blocking=True) for t in (mb.input_ids, am, mb.positions, mb.labels))
-        forward_backward(self.fwd, self.runner, self.terms, self.keys, x, a, pos, lab, dens, self.precision,
-                         self.device)
+        self.impl.forward_backward(self.fwd, self.runner, self.terms, self.keys, x, a, pos, lab, dens,
+                                   self.precision, self.device)
         torch.nn.utils.clip_grad_norm_([p for p in self.net.parameters() if p.requires_grad], 1.0, foreach=True)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -147,7 +187,7 @@ class ReferenceStep:
     def __call__(self, ids, am, step, m, spec):
         mb = mask_tokens(ids, am, num_slots=m, mask_id=MASK_ID, special_ids=SPECIAL, vocab_size=30522,
                          generator=step_generator(0, step))
-        dens = global_dens(mb, am, self.terms.heads)
+        dens = global_dens(mb, am, self.terms)
         x, am, pos, labels = (t.to(self.device) for t in (mb.input_ids, am, mb.positions.unsqueeze(-1), mb.labels))
         with torch.no_grad():
             t = self.teacher(input_ids=x, attention_mask=am, output_hidden_states=True, output_attentions=True)
@@ -174,40 +214,41 @@ class ReferenceStep:
 
 
 def bench_shape(shape: str, batch: int, seq: int, steps: int, warmup: int, precision: str, compile_: bool,
-                device: torch.device):
+                device: torch.device, baseline: SimpleNamespace | None = None):
     teacher_eager, teacher_sdpa, label = load_teacher(shape)
     teacher_eager.to(device)
     teacher_sdpa.to(device)
     tcfg = teacher_eager.config
     info = SHAPES[shape]
     scfg = preset_config(info["preset"])
-    spec = parse_spec({"weights": info["weights"], "precision": precision})
+    spec = bench_spec({"weights": info["weights"], "precision": precision})
     prec = resolve_precision(spec.precision, device)
     layer_map = default_layer_map(scfg.num_recursions, tcfg.num_hidden_layers)
     pairs = list(enumerate(layer_map))
     heads = scfg.num_attention_heads if scfg.num_attention_heads == tcfg.num_attention_heads else 1
-    terms = Terms(dict(spec.weights), pairs, 1.0, "cosine", heads)
+    terms = Terms(dict(spec.weights), pairs, 1.0, "cosine", heads, spec.att_normalisation)
     m = num_mask_slots(seq, spec.mask_prob)
 
     torch.manual_seed(0)
-    s_engine = MiniAlbertForMaskedLM(scfg)
-    s_ref = MiniAlbertForMaskedLM(scfg)
-    s_ref.load_state_dict(s_engine.state_dict())
-    s_engine.to(device)
-    s_ref.to(device)
+    s_engine = MiniAlbertForMaskedLM(scfg).to(device)
     proj_e = torch.nn.Linear(scfg.hidden_size, tcfg.hidden_size) if scfg.hidden_size != tcfg.hidden_size else None
     proj_e = proj_e.to(device) if proj_e is not None else None
-    proj_r = copy.deepcopy(proj_e)
-    engine = EngineStep(teacher_sdpa, s_engine, proj_e, terms, prec, spec, device)
+    recipes = {"engine": EngineStep(teacher_sdpa, s_engine, proj_e, terms, prec, spec, device)}
     if compile_:
-        engine.fwd = torch.compile(engine.net)
-        engine.runner.compile()
-    reference = ReferenceStep(teacher_eager, s_ref, proj_r, terms, spec, device)
+        recipes["engine"].fwd = torch.compile(recipes["engine"].net)
+        recipes["engine"].runner.compile()
+    if baseline is not None:  # the same start, through the other checkout's engine
+        base_terms = baseline.Terms(dict(spec.weights), pairs, 1.0, "cosine", heads)
+        recipes["baseline engine"] = EngineStep(teacher_sdpa, copy.deepcopy(s_engine), copy.deepcopy(proj_e),
+                                                base_terms, prec, spec, device, impl=baseline)
+    recipes["reference"] = ReferenceStep(teacher_eager, copy.deepcopy(s_engine), copy.deepcopy(proj_e), terms,
+                                         spec, device)
 
     ids, am = make_batch(batch, seq, 0)
-    times = {"engine": [], "reference": []}
+    times = {name: [] for name in recipes}
     for i in range(warmup + steps):
-        for name, fn in (("engine", engine), ("reference", reference)):
+        order = list(recipes.items())
+        for name, fn in order if i % 2 == 0 else order[::-1]:  # alternate, so no recipe always runs first
             sync(device)
             t0 = time.perf_counter()
             fn(ids, am, i, m, spec)
@@ -215,17 +256,16 @@ def bench_shape(shape: str, batch: int, seq: int, steps: int, warmup: int, preci
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
     has_head = hasattr(teacher_eager, "cls")
-    fl = {
-        "engine": step_flops_per_token(scfg, tcfg, seq, student_head_fraction=m / seq,
-                                       teacher_head_fraction=m / seq if terms.on["kd"] else 0.0),
-        "reference": step_flops_per_token(scfg, tcfg, seq, student_head_fraction=1.0,
-                                          teacher_head_fraction=1.0 if has_head else 0.0),
-    }
+    engine_flops = step_flops_per_token(scfg, tcfg, seq, student_head_fraction=m / seq,
+                                        teacher_head_fraction=m / seq if terms.on["kd"] else 0.0)
+    reference_flops = step_flops_per_token(scfg, tcfg, seq, student_head_fraction=1.0,
+                                           teacher_head_fraction=1.0 if has_head else 0.0)
     rows = []
-    for name in ("engine", "reference"):
+    for name in recipes:
         med = statistics.median(times[name])
-        rows.append({"recipe": name, "tps": batch * seq / med, "step_s": med, "flops": fl[name],
-                     "precision": prec if name == "engine" else "fp32"})
+        ref = name == "reference"
+        rows.append({"recipe": name, "tps": batch * seq / med, "step_s": med,
+                     "flops": reference_flops if ref else engine_flops, "precision": "fp32" if ref else prec})
     return {"shape": shape, "teacher": label, "student": f"{info['preset']} ({scfg.num_recursions}x{scfg.hidden_size}, "
             f"E={scfg.embedding_size}, adapters)", "batch": batch, "seq": seq, "m": m, "rows": rows,
             "layer_map": layer_map, "weights": info["weights"]}
@@ -251,6 +291,9 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the engine's student and teacher")
     ap.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda")
     ap.add_argument("--markdown", default=None, help="also write the report to this file")
+    ap.add_argument("--baseline-src", default=None, metavar="DIR",
+                    help="the `src` folder of another checkout (e.g. a `git worktree` of HEAD): its engine "
+                         "is timed too, interleaved, as 'baseline engine'")
     args = ap.parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cuda":
@@ -268,7 +311,8 @@ def main(argv=None) -> int:
 
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     before = peaks()
-    results = [bench_shape(s, b, args.seq, args.steps, args.warmup, args.precision, args.compile, device)
+    baseline = load_baseline(Path(args.baseline_src)) if args.baseline_src else None
+    results = [bench_shape(s, b, args.seq, args.steps, args.warmup, args.precision, args.compile, device, baseline)
                for s, b in zip(shapes, batches)]
     after = peaks()  # the machine is shared: the best of before/after is the ceiling
     peak_bf16, peak_fp32 = max(before[0], after[0]), max(before[1], after[1])

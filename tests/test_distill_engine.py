@@ -15,9 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from minialbert.cli import main as cli_main
 from minialbert.distill.engine import run
-from minialbert.distill.faults import EXIT_PREEMPTED, FAULT_ENV, NonFiniteLossError
-from test_distill_helpers import make_teacher, make_tokens, spec, student_spec
+from minialbert.distill.faults import EXIT_INCOMPLETE, EXIT_PREEMPTED, FAULT_ENV, NonFiniteLossError, RunIncomplete
+from test_distill_helpers import counting_world, make_teacher, make_tokens, spec, student_spec
 
 
 @pytest.fixture(scope="module")
@@ -91,19 +92,25 @@ def test_loss_goes_down_and_outputs_are_complete(tiny):
     assert type(model).__name__ == "MiniAlbertForMaskedLM"
 
 
-def test_teacher_init_kd_and_head_mismatch(tiny, teacher_package_dir):
+@pytest.fixture(scope="module")
+def counting(tmp_path_factory):
+    """A tiny teacher whose MLM head is trained (KD is refused from an untrained one)."""
+    return counting_world(tmp_path_factory.getbasetemp() / "counting")  # shared with test_teacher_head
+
+
+def test_teacher_init_kd_and_head_mismatch(tiny, counting):
     """init: teacher (equal widths), KD with a head, 2 student heads vs 4 teacher heads, MSE HID."""
     root = tiny["root"]
-    teacher = make_teacher(root / "teacher_kd", teacher_package_dir, hidden=32, layers=2, heads=4, intermediate=64)
+    teacher = counting["teacher"]  # 2 layers of 32, 4 heads, intermediate 64
     out = root / "kd"
-    s = run(teacher, tiny["tokens"],
+    s = run(teacher, counting["tokens"],
             student_spec(init="teacher", num_recursions=3),
             spec(steps=4, hid_loss="mse", weights={"mlm": 1, "kd": 5, "att": 3, "hid": 3}), out)
     assert s["init_info"]["mlm_head_copied"] is True
     assert s["layer_map"] == [0, 0, 1] and not s["hid_projection"]
     assert {"mlm", "kd", "att", "hid"} <= set(s["final_losses"])
     out2 = root / "heads"
-    s2 = run(teacher, tiny["tokens"], student_spec(num_attention_heads=2),
+    s2 = run(teacher, counting["tokens"], student_spec(num_attention_heads=2),
              spec(steps=2, layer_map=[None, 1]), out2)
     assert s2["layer_map"] == [None, 1] and all(v == v for v in s2["final_losses"].values())
 
@@ -122,15 +129,16 @@ def test_hid_projection_never_with_different_widths_fails(tiny):
         run(tiny["teacher"], tiny["tokens"], student_spec(), spec(hid_projection="never"), tiny["root"] / "never")
 
 
-def test_cli_errors_name_the_key(tiny):
+def test_cli_errors_name_the_key(tiny, capsys):
     p = cli(distill_args(tiny, tiny["root"] / "bad", {"steps": 2, "learning_rate": 1}, student_spec()))
     _, err = p.communicate(timeout=120)
     assert p.returncode == 1 and "unknown key(s) learning_rate" in err and "Traceback" not in err
-    p = cli(["distill", "--teacher", str(tiny["teacher32"]), "--tokens", str(tiny["tokens"]), "--student-spec",
-             json.dumps(student_spec()), "--spec", json.dumps({"weights": {"kd": 1.0}}), "--out",
-             str(tiny["root"] / "bad2")])
-    _, err = p.communicate(timeout=120)
-    assert p.returncode == 1 and "distill.weights.kd > 0 needs a teacher with an MLM head" in err
+    with pytest.raises(SystemExit) as stop:  # in-process: the same CLI, without another interpreter start
+        cli_main(["distill", "--teacher", str(tiny["teacher32"]), "--tokens", str(tiny["tokens"]), "--student-spec",
+                  json.dumps(student_spec()), "--spec", json.dumps({"weights": {"kd": 1.0}}), "--out",
+                  str(tiny["root"] / "bad2")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and "distill.weights.kd > 0 needs a teacher with an MLM head" in err
 
 
 # ---- resume, SIGKILL, SIGTERM, non-finite -------------------------------------------------------
@@ -195,29 +203,62 @@ def test_sigterm_checkpoints_and_exits_143_then_resumes_exactly(tiny, reference_
     assert_same_weights(out, reference_run)
 
 
-def test_max_steps_then_resume_is_exact_and_a_changed_spec_starts_fresh(tiny, reference_run):
+def test_max_steps_then_resume_is_exact_and_a_changed_spec_starts_fresh(tiny, reference_run, capsys):
     out = tiny["root"] / "budget"
-    s = run(tiny["teacher"], tiny["tokens"], student_spec(), RESUME_SPEC, out, max_steps=3)
-    assert s["steps"] == 3 and s["stopped_early"] == "max_steps" and not s["complete"]
+    with pytest.raises(RunIncomplete) as stop:
+        run(tiny["teacher"], tiny["tokens"], student_spec(), RESUME_SPEC, out, max_steps=3)
+    assert stop.value.code == EXIT_INCOMPLETE == 75 and stop.value.step == 3 and stop.value.steps == 8
+    assert "stopped at step 3 of 8 (--max-steps 3)" in capsys.readouterr().err
     assert (tiny["root"] / "budget.state" / "latest.pt").exists()  # kept for --resume
+    assert not out.exists()  # an incomplete student is never written
     s = run(tiny["teacher"], tiny["tokens"], student_spec(), RESUME_SPEC, out, resume=True)
     assert s["resumed_from"] == 3 and s["steps"] == 8
     assert_same_weights(out, reference_run)
+    la, lb = (json.loads((d / "train_log.json").read_text()) for d in (out, reference_run))
+    assert la["eval"] == lb["eval"] and [r["loss"] for r in la["train"]] == [r["loss"] for r in lb["train"]]
     # a state made with other method settings is not resumed from
-    run(tiny["teacher"], tiny["tokens"], student_spec(), RESUME_SPEC, out, max_steps=2)
-    s = run(tiny["teacher"], tiny["tokens"], student_spec(), {**RESUME_SPEC, "lr": 1e-3, "steps": 2}, out,
-            resume=True)
+    with pytest.raises(RunIncomplete):
+        run(tiny["teacher"], tiny["tokens"], student_spec(), RESUME_SPEC, tiny["root"] / "budget2", max_steps=2)
+    s = run(tiny["teacher"], tiny["tokens"], student_spec(), {**RESUME_SPEC, "lr": 1e-3, "steps": 2},
+            tiny["root"] / "budget2", resume=True)
     assert s["resumed_from"] is None and s["steps"] == 2
+    # --max-steps equal to the configured steps is a complete run
+    s = run(tiny["teacher"], tiny["tokens"], student_spec(), {**RESUME_SPEC, "steps": 2}, tiny["root"] / "budget3",
+            max_steps=2)
+    assert s["complete"] and (tiny["root"] / "budget3" / "summary.json").is_file()
 
 
 def test_max_minutes_stops_cleanly_with_a_checkpoint(tiny, monkeypatch):
     out = tiny["root"] / "minutes"
     monkeypatch.setenv(FAULT_ENV, "sleep=0.2")
-    s = run(tiny["teacher"], tiny["tokens"], student_spec(), {**RESUME_SPEC, "max_minutes": 0.01}, out)
-    assert s["stopped_early"] == "max_minutes" and 1 <= s["steps"] < 8 and not s["complete"]
-    assert json.loads((out / "summary.json").read_text())["steps"] == s["steps"]
+    with pytest.raises(RunIncomplete) as stop:
+        run(tiny["teacher"], tiny["tokens"], student_spec(), {**RESUME_SPEC, "max_minutes": 0.01}, out)
+    step = stop.value.step
+    assert stop.value.code == 75 and "max_minutes 0.01 reached" in stop.value.message and 1 <= step < 8
+    assert not out.exists()
     state = torch.load(tiny["root"] / "minutes.state" / "latest.pt", weights_only=True)
-    assert state["step"] == s["steps"] and state["data_position"] == [0, s["steps"] * 4]
+    assert state["step"] == step and state["data_position"] == [0, step * 4]
+
+
+def test_cli_exits_75_when_incomplete(tiny, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli_main(distill_args(tiny, tiny["root"] / "cli75", RESUME_SPEC, student_spec(), extra=["--max-steps", "1"]))
+    err = capsys.readouterr().err
+    assert stop.value.code == EXIT_INCOMPLETE, err[-3000:]
+    line = [ln for ln in err.splitlines() if "incomplete" in ln]
+    assert line and "step 1 of 8" in line[0] and "--resume" in line[0] and "Traceback" not in err
+    assert not (tiny["root"] / "cli75").exists() and (tiny["root"] / "cli75.state" / "latest.pt").is_file()
+
+
+def test_epochs_fix_the_steps_and_the_schedule(tiny):
+    """1.5 epochs of 64 windows at a global batch of 4 x 2: ceil(96 / 8) = 12 steps, decayed to 0 at 12."""
+    out = tiny["root"] / "epochs"
+    s = run(tiny["teacher"], tiny["tokens"], student_spec(),
+            spec(steps=3, epochs=1.5, grad_accum=2, eval_every=0, checkpoint_every=0), out)
+    assert s["steps"] == 12 and s["epochs"] == 1.5 and s["spec"]["steps"] == 12
+    log = json.loads((out / "train_log.json").read_text())["train"]
+    assert [r["step"] for r in log] == list(range(1, 13)) and log[-1]["lr"] == 0.0
+    assert log[-2]["lr"] == pytest.approx(2e-3 / 11)  # linear decay over 12 steps after 1 warm-up step
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, monkeypatch):

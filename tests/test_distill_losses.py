@@ -1,9 +1,9 @@
-"""Each distillation term against a direct, slow reference (explicit loops), with padding masks;
-the masking rules; the layer map; spec validation; the sparse teacher forward vs the dense one."""
+"""Each distillation term against a direct, slow reference (explicit loops, the reference code's
+formula), with padding masks; the masking rules; the layer map; spec validation. (The sparse
+teacher forward against the dense one is in test_distill_devices.py, run on every device.)"""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
@@ -97,16 +97,49 @@ def _att_reference(s, t, mask):
 def test_att_is_mean_row_kl_over_real_rows_and_heads():
     mask = _lengths_mask([6, 4, 2], 6)
     s, t = _probs(3, 2, 6, mask), _probs(3, 2, 6, mask)
-    got = L.att_loss(s, t, mask).item()
+    got = L.att_loss(s, t, mask, normalisation="row").item()
     assert math.isfinite(got)
     assert got == pytest.approx(_att_reference(s, t, mask), rel=1e-5)
+
+
+def _reference_code_att(s, t, mask):
+    """The reference code's ATT term, literally: the rows of real queries of every head, + 1e-12 on
+    both maps, torch.nn.KLDivLoss(reduction="mean") of log(student) against the teacher."""
+    b, h, t_len, _ = s.shape
+    rows = mask.bool()[:, None, :, None].expand(b, h, t_len, t_len)
+    s_rows = torch.masked_select(s.double(), rows).view(-1, t_len) + 1e-12
+    t_rows = torch.masked_select(t.double(), rows).view(-1, t_len) + 1e-12
+    return torch.nn.KLDivLoss(reduction="mean")(torch.log(s_rows), t_rows).item()
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
+def test_att_reference_normalisation_is_the_reference_kldivloss_mean():
+    """Short and long windows in one batch (padded query rows and padded keys): the engine's ATT
+    term (sum over the batch / global denominator) equals the reference's KLDivLoss mean."""
+    from minialbert.distill.masking import MaskedBatch
+    from minialbert.distill.step import Terms, global_dens
+
+    mask = _lengths_mask([7, 5, 2, 7], 7)
+    s, t = _probs(4, 3, 7, mask), _probs(4, 3, 7, mask)
+    ref = _reference_code_att(s, t, mask)
+    assert L.att_loss(s, t, mask).item() == pytest.approx(ref, rel=1e-5)  # reference is the default
+    weights = {"mlm": 1.0, "kd": 0.0, "att": 1.0, "hid": 0.0}
+    labels = torch.zeros(4, 2, dtype=torch.long)
+    mb = MaskedBatch(torch.zeros(4, 7, dtype=torch.long), torch.zeros(4, 2, dtype=torch.long), labels)
+    for how, scale in (("reference", 1), ("row", 7)):
+        den = global_dens(mb, mask, Terms(weights, [(0, 0)], 1.0, "cosine", heads=3, att_normalisation=how))
+        split = (L.att_sum(s[:1], t[:1], mask[:1]) + L.att_sum(s[1:], t[1:], mask[1:])) / den["att"]
+        assert split.item() == pytest.approx(ref * scale, rel=1e-5)  # row = T x reference
+        assert L.att_loss(s, t, mask, normalisation=how).item() == pytest.approx(ref * scale, rel=1e-5)
+    with pytest.raises(ValueError, match="att_normalisation"):
+        L.att_loss(s, t, mask, normalisation="mean")
 
 
 def test_att_head_mismatch_uses_head_averaged_maps():
     mask = _lengths_mask([5, 3], 5)
     s, t = _probs(2, 2, 5, mask, junk_rows=False), _probs(2, 4, 5, mask, junk_rows=False)
     ref = _att_reference(s.mean(1, keepdim=True), t.mean(1, keepdim=True), mask)
-    assert L.att_loss(s, t, mask).item() == pytest.approx(ref, rel=1e-5)
+    assert L.att_loss(s, t, mask, normalisation="row").item() == pytest.approx(ref, rel=1e-5)
 
 
 def test_att_padded_rows_and_keys_change_nothing_and_never_nan():
@@ -165,7 +198,7 @@ def test_global_denominators_make_sums_split_invariant():
     """Sums over halves / global count == the loss over the whole batch (how DDP shards add up)."""
     mask = _lengths_mask([6, 3, 5, 1], 6)
     s, t = _probs(4, 2, 6, mask), _probs(4, 2, 6, mask)
-    whole = L.att_loss(s, t, mask)
+    whole = L.att_loss(s, t, mask, normalisation="row")
     den = mask.sum() * 2
     halves = (L.att_sum(s[:2], t[:2], mask[:2]) + L.att_sum(s[2:], t[2:], mask[2:])) / den
     assert halves.item() == pytest.approx(whole.item(), rel=1e-6)
@@ -283,6 +316,13 @@ def test_spec_defaults_and_unknown_keys():
         parse_student_spec({"init": "svd"})
 
 
+def test_the_unvalidated_spec_of_the_gpu_check_equals_the_validated_one():
+    from minialbert.distill.spec import unvalidated_spec
+
+    for given in ({}, {"steps": 3, "weights": {"kd": 5.0}, "precision": "fp32", "epochs": 1.0}):
+        assert unvalidated_spec(given) == parse_spec(given)
+
+
 def test_zero_cadences_zero_clip_and_null_layer_map_entries_are_valid():
     assert parse_spec({"checkpoint_every": 0}).checkpoint_every == 0  # only on SIGTERM / budget / end
     assert parse_spec({"eval_every": 0}).eval_every == 0  # only at the end
@@ -329,34 +369,3 @@ def test_kd_needs_a_teacher_with_an_mlm_head(tmp_path):
         check_kd(parse_spec({"weights": {"kd": 5.0}}), tmp_path)
     check_kd(parse_spec({"weights": {"kd": 0.0}}), tmp_path)
 
-
-# ---- the sparse teacher forward = the dense reference ------------------------------------------
-
-def test_teacher_runner_matches_eager_dense_forward():
-    from transformers import BertConfig, BertForMaskedLM
-
-    from minialbert.distill.teacher import TeacherRunner
-
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=3, num_attention_heads=4,
-                     intermediate_size=32, max_position_embeddings=16, attn_implementation="eager")
-    dense = BertForMaskedLM(cfg).eval()
-    sparse_cfg = copy.deepcopy(cfg)
-    sparse_cfg._attn_implementation = "sdpa"
-    sparse = BertForMaskedLM(sparse_cfg).eval()
-    sparse.load_state_dict(dense.state_dict())
-    assert dense.config._attn_implementation == "eager"
-    ids = torch.randint(5, 50, (2, 10))
-    am = _lengths_mask([10, 6], 10)
-    pos = torch.tensor([[1, 4, 7], [2, 3, 5]])
-    with torch.no_grad():
-        ref = dense(input_ids=ids, attention_mask=am, output_hidden_states=True, output_attentions=True)
-    hidden, probs, logits = TeacherRunner(sparse)(ids, am, pos, hid_layers=(0, 2), att_layers=(1, 2))
-    for l in (0, 2):
-        torch.testing.assert_close(hidden[l], ref.hidden_states[l + 1], rtol=1e-4, atol=1e-5)
-    for l in (1, 2):
-        real = am.bool()
-        # rows of real tokens agree (HF fills padded keys with finfo.min too)
-        torch.testing.assert_close(probs[l][real[:, None, :, None].expand_as(probs[l])],
-                                   ref.attentions[l][real[:, None, :, None].expand_as(probs[l])], rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(logits, ref.logits.gather(1, pos[..., None].expand(-1, -1, 50)), rtol=1e-4, atol=1e-4)

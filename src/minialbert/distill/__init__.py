@@ -7,14 +7,15 @@ Settings: `--spec` is the config's `distill` section, `--student-spec` a `studen
 with the `student` section; both are validated against `src/minialbert/config.schema.yaml`, which
 holds every default.
 
-Modules: `spec` (settings, layer map, state hash), `setup` (models, terms, optimiser, data order:
-one `Setup`), `loop` (training, evaluation, logging), `step` (one micro-step: forwards, losses,
+Modules: `spec` (settings, layer map, steps from epochs, state hash), `setup` (models, terms,
+optimiser, data order: one `Setup`), `head_check` (the teacher's MLM head against chance before
+KD), `loop` (training, evaluation, logging), `step` (one micro-step: forwards, losses,
 backward), `batches` (data order, held-out windows, masked batches), `masking` (static-shape
 dynamic MLM masking), `losses` (MLM, KD, ATT, HID), `teacher` (teacher loading and the sparse
 teacher forward), `outputs` (results folder, summary, TensorBoard), `checkpoint` (progress and the
-atomic resumable state in `<out>.state/`), `faults` (SIGTERM, non-finite losses, test faults),
-`distributed` (torchrun / DDP, device), `flops` (FLOPs per token, MFU), `engine` (`run`). Heavy
-imports happen only when the command runs, so `minialbert --help` stays fast.
+atomic resumable state in `<out>.state/`), `faults` (SIGTERM, budgets, non-finite losses, test
+faults), `distributed` (torchrun / DDP, device), `flops` (FLOPs per token, MFU), `engine` (`run`).
+Heavy imports happen only when the command runs, so `minialbert --help` stays fast.
 
 Training state: `<out>.state/latest.pt` beside the output folder (never inside it, so Snakemake
 never sees a half-trained output), written atomically every `checkpoint_every` steps, on SIGTERM
@@ -25,9 +26,11 @@ the student spec, the teacher and the tokens); a state made with other settings 
 message and the run starts fresh (so the Snakemake rule can always pass `--resume`). Without
 `--resume` an existing state is ignored and overwritten.
 
-Exit codes: 0 done (also when stopped by `max_minutes` / `--max-steps`: the student trained so
-far is written and the state is kept for `--resume`); 1 user error or non-finite loss (the last
-good checkpoint is kept); 143 SIGTERM (a checkpoint was written; rerun with `--resume`).
+Exit codes: 0 done (every configured step: the results folder is written); 75 incomplete
+(`max_minutes` or `--max-steps` stopped the run: the state is kept for `--resume`, no results
+folder is written, so a student's numbers never depend on how fast the machine was); 1 user
+error, a teacher head no better than chance under KD, or a non-finite loss (the last good
+checkpoint is kept); 143 SIGTERM (a checkpoint was written; rerun with `--resume`).
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>.state/latest.pt when it exists and matches the settings")
     p.add_argument("--max-steps", type=int, default=None,
-                   help="stop after this many optimiser steps (the schedule still follows distill.steps)")
+                   help="test hook: stop after this many optimiser steps with the state kept and exit "
+                        "status 75, as max_minutes does (the schedule still follows distill.steps)")
     p.set_defaults(func=main)
 
 

@@ -1,9 +1,11 @@
 """Process group and device for the distillation run (precision: `minialbert.runtime`).
 
 Launched by `torchrun` (WORLD_SIZE / RANK / LOCAL_RANK in the environment) the run initialises a
-process group: NCCL when CUDA is available, gloo otherwise (so the multi-process path is testable
-on CPU). A second, gloo, group carries the control plane (stop flags, RNG states): a few bytes on
-the CPU, so checking "did any rank get SIGTERM?" each step never synchronises the GPU stream.
+process group and wraps the student in DDP, also with a single process (so the DDP path can be
+checked on one GPU): NCCL when CUDA is available, gloo otherwise (so the multi-process path is
+testable on CPU). Without torchrun one process runs with no process group. A second, gloo, group
+carries the control plane (stop flags, RNG states): a few bytes on the CPU, so checking "did any
+rank get SIGTERM?" each step never synchronises the GPU stream.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class Runtime:
 
     @property
     def distributed(self) -> bool:
-        return self.world > 1
+        return self.backend is not None
 
     def say(self, msg: str) -> None:
         """A message on stderr from rank 0 only (through tqdm, so a progress bar stays intact)."""
@@ -91,7 +93,7 @@ def setup() -> Runtime:
         device = torch.device("cuda", torch.cuda.current_device())
     else:
         device = torch.device("cpu")
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:  # not started by torchrun
         return Runtime(device=device)
     backend = "nccl" if cuda else "gloo"
     if not dist.is_initialized():

@@ -1,4 +1,5 @@
-"""How a distillation run stops abnormally: non-finite losses, SIGTERM, and test fault injection."""
+"""How a distillation run stops before its end: non-finite losses, SIGTERM, a budget, and test
+fault injection."""
 
 from __future__ import annotations
 
@@ -18,12 +19,28 @@ if TYPE_CHECKING:
     from .setup import Setup
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: "terminated, resumable" for SLURM / Snakemake retries
+EXIT_INCOMPLETE = 75  # EX_TEMPFAIL: a budget stopped the run; the state is kept, no student written
 FAULT_ENV = "MINIALBERT_DISTILL_FAULT"  # test hook, see Faults
 NO_BAD_STEP = 2**62  # "no non-finite step yet", so the first bad step is a running minimum
 
 
 class NonFiniteLossError(StageError):
     """The loss became NaN/inf: the run stops; the last good checkpoint is kept."""
+
+
+class RunIncomplete(SystemExit):
+    """`max_minutes` or `--max-steps` stopped the run before `steps`: exit status EXIT_INCOMPLETE.
+
+    The state is saved for `--resume` and no results folder is written, so a student trained
+    for fewer steps than configured never reaches a table (the result does not depend on how
+    fast the machine was).
+    """
+
+    def __init__(self, step: int, steps: int, reason: str, state_dir):
+        super().__init__(EXIT_INCOMPLETE)
+        self.step, self.steps, self.reason = step, steps, reason
+        self.message = (f"distill: incomplete: stopped at step {step} of {steps} ({reason}); the state is "
+                        f"kept in {state_dir} and no student was written; rerun with --resume to continue")
 
 
 class Faults:

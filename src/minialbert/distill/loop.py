@@ -12,7 +12,8 @@ One optimiser step:
 Per-term losses accumulate on the device; the host reads them (one sync) only every `log_every`
 steps, when it also checks for non-finite values. Every `checkpoint_every` steps the state is
 written (`checkpoint`); SIGTERM checkpoints at the next step boundary and exits with
-EXIT_PREEMPTED; a non-finite loss stops the run with `NonFiniteLossError` and never overwrites the
+EXIT_PREEMPTED; `max_minutes` / `--max-steps` stop it the same way with EXIT_INCOMPLETE and no
+results folder; a non-finite loss stops the run with `NonFiniteLossError` and never overwrites the
 last good checkpoint (`faults`).
 """
 
@@ -28,7 +29,7 @@ import torch
 from . import checkpoint
 from .batches import masked_batch
 from .checkpoint import Progress
-from .faults import EXIT_PREEMPTED, FiniteGuard, sigterm_flag
+from .faults import EXIT_PREEMPTED, FiniteGuard, RunIncomplete, sigterm_flag
 from .masking import step_generator
 from .outputs import finish, tb_writer
 from .setup import Setup
@@ -81,7 +82,7 @@ def optimizer_step(s: Setup, step: int, meter: Meter, guard: FiniteGuard) -> tor
     idx = s.order.take(step * s.global_batch, s.global_batch)
     mb, am = masked_batch(s.data, idx, num_slots=s.mask_slots, mask_prob=spec.mask_prob,
                           generator=step_generator(spec.seed, step))
-    dens = global_dens(mb, am, s.terms.heads)
+    dens = global_dens(mb, am, s.terms)
     step_loss = torch.zeros((), device=dev)
     for a in range(spec.grad_accum):
         lo = a * s.micro_batch + rt.rank * spec.batch_size
@@ -121,7 +122,7 @@ def evaluate(s: Setup) -> dict[str, float] | None:
             continue
         x, a, pos, lab = (t[mine].to(dev) for t in (mb.input_ids, am, mb.positions, mb.labels))
         got = loss_sums(s.net, s.runner, s.terms, x, a, pos, lab, s.precision, dev, eval_mlm=True)
-        den = global_dens(mb[mine], a, s.terms.heads)
+        den = global_dens(mb[mine], a, s.terms)
         for n, k in enumerate(keys):
             sums[n] += got[k].double()
             dens[n] += den[k]
@@ -197,8 +198,8 @@ def train(s: Setup, resume: bool) -> dict[str, Any]:
                 p.tokens_seen += s.global_batch * s.seq_len
                 if bar is not None:
                     bar.update(1)
-                last = p.step == s.stop_at
-                if p.step % spec.log_every == 0 or last:
+                end = p.step == spec.steps  # the final record and evaluation follow the schedule's end
+                if p.step % spec.log_every == 0 or end:
                     vals = meter.means(rt)
                     guard.check(s)
                     interval, tps = meter.record(p)
@@ -210,26 +211,29 @@ def train(s: Setup, resume: bool) -> dict[str, Any]:
                     p.log.append(rec)
                     emit(s, rec, writer, bar)
                 with meter.pause():
-                    if spec.eval_every and p.step % spec.eval_every == 0 and not last:
+                    if spec.eval_every and p.step % spec.eval_every == 0 and not end:
                         run_eval(s, p, writer)
                         last_eval = p.step
-                    if spec.checkpoint_every and p.step % spec.checkpoint_every == 0 and not last:
-                        save()
+                    if spec.checkpoint_every and p.step % spec.checkpoint_every == 0 and p.step != s.stop_at:
+                        save()  # (the state at `stop_at` is written below, once)
             if stopped == "sigterm":
                 save()
                 rt.say(f"distill: SIGTERM: checkpoint written at step {p.step} to {s.state_dir}; "
                        f"exiting with code {EXIT_PREEMPTED} (rerun with --resume to continue)")
                 raise SystemExit(EXIT_PREEMPTED)
             guard.check(s)
+            if p.step < spec.steps:  # a budget stopped it: keep the state, write no student
+                save()
+                reason = (f"max_minutes {spec.max_minutes:g} reached" if stopped == "max_minutes"
+                          else f"--max-steps {s.stop_at}")
+                incomplete = RunIncomplete(p.step, spec.steps, reason, s.state_dir)
+                rt.say(incomplete.message)
+                raise incomplete
             if p.step != last_eval:
                 run_eval(s, p, writer)
-            complete = p.step >= spec.steps
-            if not complete:
-                stopped = stopped or "max_steps"
-                save()  # keep the state so `--resume` can continue past the budget
     finally:
         if bar is not None:
             bar.close()
         if writer is not None:
             writer.close()
-    return finish(s, p, stopped, complete)
+    return finish(s, p)

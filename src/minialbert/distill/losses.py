@@ -12,9 +12,11 @@ Definitions (all computed in fp32):
   masked slots.
 - ATT: for each mapped (student recursion, teacher layer) pair, the KL divergence
   KL(teacher row || student row) of the attention probabilities (pre-dropout), for every query
-  row of a real token and every head; normalised by (number of real rows x number of compared
-  heads), i.e. the mean row-KL; summed over pairs. Padded keys have probability 0 in both maps
-  and contribute 0 (0 log 0 := 0, log guarded). When the head counts differ both maps are
+  row of a real token and every head; summed over pairs. Padded keys have probability 0 in both
+  maps and contribute 0 (0 log 0 := 0, log guarded). Normalised (`distill.att_normalisation`) as
+  the reference's `KLDivLoss(reduction="mean")` over the selected rows, i.e. by real rows x compared
+  heads x T columns (T the padded length, padded keys included), or, with `row`, by real rows x
+  compared heads only (the mean row-KL, T times larger). When the head counts differ both maps are
   head-averaged first (one compared head).
 - HID: for each pair, mean over real tokens of (1 - cosine(proj(s), t)) (or, with `mse`, the
   mean over real tokens of the squared error averaged over the teacher width); summed over pairs.
@@ -66,6 +68,15 @@ def att_heads(s_probs: torch.Tensor, t_probs: torch.Tensor) -> int:
     return s_probs.shape[1] if s_probs.shape[1] == t_probs.shape[1] else 1
 
 
+def att_columns(seq_len: int, normalisation: str) -> int:
+    """What one (row, head) counts for in the ATT denominator: T columns (reference) or 1 (row)."""
+    if normalisation == "reference":
+        return int(seq_len)
+    if normalisation == "row":
+        return 1
+    raise ValueError(f"distill.att_normalisation must be 'reference' or 'row', got {normalisation!r}")
+
+
 def hid_sum(s_hidden: torch.Tensor, t_hidden: torch.Tensor, attention_mask: torch.Tensor,
             kind: str = "cosine") -> torch.Tensor:
     """Sum over real tokens of (1 - cos) or of the per-token MSE. Hidden (B, T, H) of equal width."""
@@ -89,8 +100,9 @@ def kd_loss(s_logits, t_logits, valid, temperature=1.0):
     return kd_sum(s_logits, t_logits, valid, temperature) / valid.sum().clamp_min(1)
 
 
-def att_loss(s_probs, t_probs, attention_mask):
-    n = attention_mask.sum().clamp_min(1) * att_heads(s_probs, t_probs)
+def att_loss(s_probs, t_probs, attention_mask, normalisation="reference"):
+    cols = att_columns(attention_mask.shape[-1], normalisation)
+    n = attention_mask.sum().clamp_min(1) * att_heads(s_probs, t_probs) * cols
     return att_sum(s_probs, t_probs, attention_mask) / n
 
 

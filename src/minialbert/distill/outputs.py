@@ -2,8 +2,9 @@
 
 The results folder (the student in Hugging Face format, the teacher's tokenizer files,
 `train_log.json`, `summary.json`, `tb/`) is built in a temporary sibling and renamed into place,
-so it appears whole or not at all. TensorBoard events are written into the state folder while
-training (they survive a resume) and copied into the results at the end.
+so it appears whole or not at all, and only once every configured step is done (or, for a
+`distill: false` student, as initialised). TensorBoard events are written into the state folder
+while training (they survive a resume) and copied into the results at the end.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def initial_summary(name: str, sspec: "StudentSpec", spec: "DistillSpec", models
         "tokens": str(tokens_dir) if tokens_dir else None,
         "init_info": _jsonable(models.init_info), "parameter_counts": parameter_counts(models.student),
         "layer_map": models.layer_map, "weights": spec.weights, "spec": spec.to_dict(),
-        "student_spec": sspec.to_dict(),
+        "student_spec": sspec.to_dict(), "teacher_mlm_accuracy": None, "teacher_mlm_chance": None,
     }
 
 
@@ -121,8 +122,24 @@ def _steady_tps(p: "Progress") -> float | None:
     return vals[len(vals) // 2]
 
 
-def finish(s: "Setup", p: "Progress", stopped: str | None, complete: bool) -> dict[str, Any]:
-    """Complete the summary, write the results folder; drop the state once all steps are done."""
+def run_record(s: "Setup", p: "Progress", tps: float) -> dict[str, Any]:
+    """The summary's `runtime`: timings, throughput, threads and provenance (what made the numbers,
+    not what was learned; comparisons of two runs leave it out)."""
+    import torch
+
+    from ..provenance import record
+
+    return {
+        "train_seconds": p.train_seconds, "wall_seconds": p.wall(), "tokens_per_second": tps,
+        "steady_tokens_per_second": _steady_tps(p), "threads": torch.get_num_threads(),
+        "world_size": s.rt.world, "backend": s.rt.backend, "resumed_from": p.resumed_from,
+        **record(settings={"distill": s.spec.to_dict(), "student": s.summary["student_spec"]},
+                 device=s.rt.device, precision=s.precision, seed=s.spec.seed),
+    }
+
+
+def finish(s: "Setup", p: "Progress") -> dict[str, Any]:
+    """Complete the summary of a run that did all its steps, write the results folder, drop the state."""
     rt = s.rt
     last = p.log[-1] if p.log else {}
     final = {k: last[k] for k in ("loss", *TERMS) if k in last}
@@ -130,21 +147,19 @@ def finish(s: "Setup", p: "Progress", stopped: str | None, complete: bool) -> di
         final["total"] = final.pop("loss")
     tps = p.tokens_seen / max(1e-9, p.train_seconds)
     s.summary.update(
-        steps=p.step, steps_planned=s.spec.steps, complete=complete, stopped_early=stopped,
-        resumed_from=p.resumed_from, tokens_seen=p.tokens_seen, global_batch=s.global_batch,
-        seq_len=s.seq_len, mask_slots=s.mask_slots, wall_seconds=p.wall(), train_seconds=p.train_seconds,
-        tokens_per_second=tps, steady_tokens_per_second=_steady_tps(p),
-        flops_per_token=s.flops_per_token, achieved_tflops=tps * s.flops_per_token / 1e12,
-        final_losses=final, eval_losses=p.evals[-1] if p.evals else None,
-        precision=s.precision, device=str(rt.device), world_size=rt.world,
-        n_train_windows=s.n_train, n_eval_windows=int(len(s.eval_idx)),
-        state_dir=str(s.state_dir), hid_projection=s.net.proj is not None,
+        steps=p.step, epochs=s.spec.epochs, complete=True, resumed_from=p.resumed_from,
+        tokens_seen=p.tokens_seen, global_batch=s.global_batch, seq_len=s.seq_len, mask_slots=s.mask_slots,
+        wall_seconds=p.wall(), train_seconds=p.train_seconds, tokens_per_second=tps,
+        steady_tokens_per_second=_steady_tps(p), flops_per_token=s.flops_per_token,
+        achieved_tflops=tps * s.flops_per_token / 1e12, final_losses=final,
+        eval_losses=p.evals[-1] if p.evals else None, precision=s.precision, device=str(rt.device),
+        world_size=rt.world, n_train_windows=s.n_train, n_eval_windows=int(len(s.eval_idx)),
+        hid_projection=s.net.proj is not None, runtime=run_record(s, p, tps),
     )
     if rt.is_main:
         tb = s.state_dir / "tb" if s.spec.tensorboard else None
         write_final(s.out, s.models.student, s.teacher_dir, s.summary, {"train": p.log, "eval": p.evals}, tb)
-        if complete:
-            shutil.rmtree(s.state_dir, ignore_errors=True)
+        shutil.rmtree(s.state_dir, ignore_errors=True)
         rt.say(f"distill: {s.summary['name']}: {p.step} steps, {p.tokens_seen:,} tokens, "
                f"{tps:,.0f} tok/s ({s.precision}); wrote {s.out}")
     rt.barrier()

@@ -113,7 +113,7 @@ def make_terms(spec: DistillSpec, models: Models) -> Terms:
     cfg, tcfg = models.cfg, models.tcfg
     pairs = [(i, l) for i, l in enumerate(models.layer_map) if l is not None]
     heads = cfg.num_attention_heads if cfg.num_attention_heads == int(tcfg.num_attention_heads) else 1
-    return Terms(dict(spec.weights), pairs, spec.temperature, spec.hid_loss, heads)
+    return Terms(dict(spec.weights), pairs, spec.temperature, spec.hid_loss, heads, spec.att_normalisation)
 
 
 def make_projection(spec: DistillSpec, terms: Terms, hs: int, ht: int) -> nn.Module | None:
@@ -184,6 +184,10 @@ class Setup:
               teacher_dir: Path, max_steps: int | None, summary: dict[str, Any]) -> "Setup":
         dev, cfg, tcfg, student = rt.device, models.cfg, models.tcfg, models.student
         precision = resolve_precision(spec.precision, dev)
+        if precision == "fp32" and dev.type == "cuda":
+            # the reference's arithmetic: no TF32 in cuBLAS matmuls or cuDNN, whatever the defaults
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         terms = make_terms(spec, models)
         proj = make_projection(spec, terms, cfg.hidden_size, int(tcfg.hidden_size))
         if not terms.need_logits:

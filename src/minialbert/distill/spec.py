@@ -2,7 +2,8 @@
 
 Keys, types, ranges and defaults live in the config schema (`src/minialbert/config.schema.yaml`,
 sections `distill`, `students.*` and `student`); this module keeps only what the schema cannot say:
-checks spanning several keys, the layer map against the teacher's depth, and the state hash.
+checks spanning several keys, the layer map against the teacher's depth, the number of steps an
+`epochs` setting gives on a corpus, and the state hash.
 
 Settings split in two groups (as in Cramming): *method* keys change the training trajectory and
 enter the state hash that guards `--resume`; *runtime* keys (`RUNTIME_KEYS`) may change between
@@ -15,7 +16,7 @@ import copy
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import settings
@@ -32,6 +33,7 @@ ENTRY_KEYS = ("name", "init", "distill")
 @dataclass
 class DistillSpec:
     steps: int
+    epochs: float | None
     batch_size: int
     grad_accum: int
     lr: float
@@ -41,6 +43,8 @@ class DistillSpec:
     seed: int
     weights: dict[str, float]
     temperature: float
+    att_normalisation: str
+    head_check_windows: int
     layer_map: list[int | None] | None
     hid_loss: str
     hid_projection: str
@@ -60,6 +64,18 @@ class DistillSpec:
     def method_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_KEYS}
 
+    def for_corpus(self, n_windows: int, world: int) -> "DistillSpec":
+        """This spec with `steps` fixed by `epochs`, when set: ceil(epochs x n_windows / global batch).
+
+        The warm-up and the linear decay follow that number, so a run covers the same share of the
+        corpus on every machine and number of processes.
+        """
+        if self.epochs is None:
+            return self
+        global_batch = self.batch_size * self.grad_accum * world
+        steps = math.ceil(self.epochs * n_windows / global_batch - 1e-9)  # 0.1 x 1000 / 10 is 10, not 11
+        return replace(self, steps=steps)
+
 
 def parse_spec(obj: str | dict | None) -> DistillSpec:
     """The distill section with every default filled; ValueError naming the offending key."""
@@ -70,9 +86,20 @@ def parse_spec(obj: str | dict | None) -> DistillSpec:
     s["grad_clip"] = s["grad_clip"] or None
     s["eval_every"] = s["eval_every"] or 0
     s["weights"] = {k: float(v) for k, v in s["weights"].items()}
+    if s["epochs"] is not None:
+        s["epochs"] = float(s["epochs"])
     for k in ("lr", "weight_decay", "temperature", "mask_prob"):
         s[k] = float(s[k])
     return DistillSpec(**s)
+
+
+def unvalidated_spec(overrides: dict) -> DistillSpec:
+    """The schema's defaults with `overrides` (one level deep for `weights`), NOT validated: for a
+    stock CUDA image without jsonschema (benchmarks/gpu_check.sh). A stage uses `parse_spec`."""
+    props = settings.section_schema("distill")["properties"]
+    weights = {k: v["default"] for k, v in props["weights"]["properties"].items()}
+    return DistillSpec(**{**{k: v.get("default") for k, v in props.items()}, **overrides,
+                          "weights": {**weights, **overrides.get("weights", {})}})
 
 
 @dataclass

@@ -56,6 +56,7 @@ class Terms:
     temperature: float
     hid_loss: str
     heads: int  # compared heads in ATT (1 when head-averaged)
+    att_normalisation: str = "reference"  # or "row" (losses.att_columns)
     on: dict[str, bool] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -75,11 +76,13 @@ class Terms:
         return self.on["mlm"] or self.on["kd"]
 
 
-def global_dens(mb: MaskedBatch, attention_mask: torch.Tensor, heads: int) -> dict[str, float]:
-    """Each term's denominator over a (global) batch: masked slots, real tokens (x compared heads)."""
+def global_dens(mb: MaskedBatch, attention_mask: torch.Tensor, terms: Terms) -> dict[str, float]:
+    """Each term's denominator over a (global) batch: masked slots; real tokens (ATT: x compared
+    heads x the columns a row counts for, `losses.att_columns`)."""
     n_mask = float(max(1, int((mb.labels != IGNORE_INDEX).sum())))
     n_real = float(max(1, int(attention_mask.sum())))
-    return {"mlm": n_mask, "kd": n_mask, "att": n_real * heads, "hid": n_real}
+    att = n_real * terms.heads * L.att_columns(attention_mask.shape[-1], terms.att_normalisation)
+    return {"mlm": n_mask, "kd": n_mask, "att": att, "hid": n_real}
 
 
 def loss_sums(net, runner, terms: Terms, ids, am, positions, labels, precision: str, device,

@@ -69,12 +69,12 @@ def load_teacher(teacher_dir: str | Path, need_head: bool):
     cls = AutoModelForMaskedLM if (need_head and has_head) else AutoModel
     kwargs: dict[str, Any] = {"local_files_only": True, "attn_implementation": "sdpa", "dtype": torch.float32}
     try:
-        model = cls.from_pretrained(str(folder), **kwargs)
+        model = cls.from_pretrained(str(folder), trust_remote_code=False, **kwargs)  # never a folder's own code
     except (ValueError, TypeError) as err:
         if "sdpa" not in str(err).lower():
             raise
         kwargs["attn_implementation"] = "eager"
-        model = cls.from_pretrained(str(folder), **kwargs)
+        model = cls.from_pretrained(str(folder), trust_remote_code=False, **kwargs)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
