@@ -479,8 +479,7 @@ def test_weights_are_loaded_as_tensors_only():
     assert problems == []
 
 
-REMOTE_CODE_GAPS = {"distill/teacher.py": "W2-A: load_teacher's from_pretrained must pass "
-                                          "trust_remote_code=False (else transformers prompts on a TTY)"}
+REMOTE_CODE_GAPS: dict[str, str] = {}  # file -> why it may still lack trust_remote_code=False
 
 
 def _files_loading_models():
