@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 # The files of a Hugging Face tokenizer that travel with a model folder (those that exist).
 TOKENIZER_FILES = (
@@ -36,6 +37,21 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_json(path: str | Path, missing_ok: bool = False) -> Any:
+    """A JSON file; a broken one is a ValueError naming it and the line. A missing one is a
+    FileNotFoundError naming it, or None with `missing_ok`."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise FileNotFoundError(f"{path}: missing") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
 
 
 def json_object(line: str, path: str | Path, lineno: int) -> dict:

@@ -8,27 +8,17 @@ their selection split is dev, their reported split `eval_split`, and they carry 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files import read_json
+
 REQUIRED_KEYS = ("model", "task", "mode", "lr", "seed", "dev", "eval_split", "selection_metric")
 # metric keys that are never scores (bookkeeping inside metrics dicts)
 NON_SCORE_KEYS = {"loss", "n", "examples"}
 PUBLISHED_COLUMNS = ("task", "model", "metric", "value", "source", "protocol")
-
-
-def read_json(path: str | Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
 
 
 def scores(metrics: dict | None) -> dict[str, float]:

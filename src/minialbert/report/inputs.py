@@ -7,13 +7,13 @@ File formats: docs/ARCHITECTURE.md, "Files between stages".
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from .. import files
 from .style import ModelStyle
 
 
@@ -27,12 +27,8 @@ def number(value) -> float | None:
 
 
 def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    """The file's content, or None when it is absent (a partial run still reports)."""
+    return files.read_json(path, missing_ok=True)
 
 
 def read_csv(path: Path | None) -> pd.DataFrame | None:
