@@ -686,6 +686,7 @@ PRESETS: dict[str, dict] = {
         ("general-e128", 30522, 128, 768, 6, 3072),
         ("general-e312", 30522, 312, 768, 6, 3072),
         ("bio-e128", 28996, 128, 768, 6, 3072),
+        ("bio-e312", 28996, 312, 768, 6, 3072),
         ("offline-default", 30522, 128, 384, 3, 1536),
     )
     for suffix, use_adapters in (("", True), ("-noadapters", False))

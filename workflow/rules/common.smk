@@ -94,7 +94,13 @@ def _check_students_against_the_teacher():
     layers = None
     if folder is not None and (folder / "config.json").is_file():
         layers = json.loads((folder / "config.json").read_text()).get("num_hidden_layers")
+    sources = {}
     for name, entry in STUDENTS.items():
+        if (entry["init"] == "embeddings") != bool(entry.get("embeddings")):
+            config_error(f"students ('{name}')", "init: embeddings and an `embeddings` source go together")
+        source = entry.get("embeddings")
+        if source and sources.setdefault(source["name"], source) != source:
+            config_error(f"students ('{name}').embeddings", f"two different sources are named '{source['name']}'")
         model = {**config["student"], **{k: entry[k] for k in ("preset", "overrides") if k in entry}}
         try:
             cfg = preset_config(model["preset"], **model.get("overrides", {}))
@@ -207,6 +213,21 @@ def distill_launcher(wildcards, resources):
     if n > 1:
         return f"torchrun --standalone --nproc_per_node={n} -m minialbert"
     return "minialbert"
+
+
+# `init: embeddings` students: one download per embedding source, shared by name
+EMBEDDING_SOURCES = {s["embeddings"]["name"]: s["embeddings"] for s in STUDENTS.values() if s.get("embeddings")}
+
+
+def embeddings_download_spec(name):
+    # every teacher key explicit, so none of the teacher section's (offline) defaults fills in
+    keys = ("source", "package", "path", "repo_id", "revision", "sha256")
+    return {"name": name, **{k: EMBEDDING_SOURCES[name].get(k) for k in keys}, "has_mlm_head": None}
+
+
+def embeddings_input(wildcards):
+    source = STUDENTS[wildcards.student].get("embeddings")
+    return f"resources/embeddings/{source['name']}" if source else []
 
 
 def student_spec(wildcards):

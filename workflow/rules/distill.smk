@@ -7,17 +7,19 @@ rule distill:
     input:
         teacher=TEACHER_DIR,
         tokens=TOKENS_DIR,
+        embeddings=embeddings_input,
     output:
         directory("results/distill/{student}"),
     params:
         student=student_spec,
         spec=as_json(config["distill"]),
         launcher=distill_launcher,
+        embeddings=lambda wildcards, input: f"--embeddings {shlex.quote(input.embeddings)} " if input.embeddings else "",
     log:
         "logs/distill/{student}.log",
     # on the critical path: scheduled before the many independent fine-tuning jobs
     priority: 10
     shell:
         "{params.launcher} distill --teacher {input.teacher:q} --tokens {input.tokens:q} "
-        "--student-spec {params.student:q} --spec {params.spec:q} --out {output:q} --resume "
+        "{params.embeddings}--student-spec {params.student:q} --spec {params.spec:q} --out {output:q} --resume "
         "> {log:q} 2>&1"

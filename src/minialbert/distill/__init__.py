@@ -50,7 +50,9 @@ def register(subparsers) -> None:
                    help="tokenised corpus folder (input_ids.bin, lengths.bin, meta.json); "
                         "required unless the student spec has distill: false")
     p.add_argument("--student-spec", required=True,
-                   help='JSON: {"name", "init": teacher|random, "distill": bool, "preset", "overrides": {...}}')
+                   help='JSON: {"name", "init": teacher|random|embeddings, "distill": bool, "preset", "overrides": {...}}')
+    p.add_argument("--embeddings", default=None,
+                   help="model folder whose embedding layer an `init: embeddings` student starts from")
     p.add_argument("--spec", default="{}", help="JSON: the config's distill section (unknown keys are errors)")
     p.add_argument("--out", required=True, help="results folder of the student (appears atomically)")
     p.add_argument("--resume", action="store_true",
@@ -65,4 +67,4 @@ def main(args: argparse.Namespace) -> None:
     from .engine import run
 
     run(teacher=args.teacher, tokens=args.tokens, student_spec=args.student_spec, spec=args.spec, out=args.out,
-        resume=args.resume, max_steps=args.max_steps)
+        resume=args.resume, max_steps=args.max_steps, embeddings=args.embeddings)

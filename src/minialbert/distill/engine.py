@@ -16,7 +16,8 @@ from .spec import DistillSpec, StudentSpec, parse_spec, parse_student_spec
 
 
 def run(teacher: str | os.PathLike, tokens: str | os.PathLike | None, student_spec, spec, out,
-        resume: bool = False, max_steps: int | None = None) -> dict[str, Any]:
+        resume: bool = False, max_steps: int | None = None, embeddings: str | os.PathLike | None = None
+        ) -> dict[str, Any]:
     """Distil (or just initialise) one student. Returns the summary (rank 0; {} elsewhere).
 
     Raises `faults.RunIncomplete` (a SystemExit, status 75) when `max_minutes` or `max_steps` stop
@@ -39,6 +40,9 @@ def run(teacher: str | os.PathLike, tokens: str | os.PathLike | None, student_sp
     check_kd(spec, teacher)
     if sspec.distill and tokens is None:
         raise ValueError("--tokens is required when the student is distilled (student.distill: true)")
+    if (sspec.init == "embeddings") != (embeddings is not None):
+        raise ValueError(f"--embeddings (a model folder) is given exactly when the student has init: embeddings "
+                         f"(init is {sspec.init!r})")
     rt = distributed.setup()
     try:
         if spec.threads:
@@ -46,7 +50,8 @@ def run(teacher: str | os.PathLike, tokens: str | os.PathLike | None, student_sp
         data = open_tokens(tokens, teacher) if tokens is not None else None
         if data is not None:
             spec = spec.for_corpus(len(data), rt.world)
-        models = build_models(teacher, sspec, spec, data.meta if data is not None else None)
+        models = build_models(teacher, sspec, spec, data.meta if data is not None else None,
+                              Path(embeddings) if embeddings is not None else None)
         summary = initial_summary(sspec.name or out.name, sspec, spec, models, teacher, tokens)
         if not sspec.distill:
             return save_initialised(rt, models, summary, out, teacher, sspec.init)

@@ -89,7 +89,8 @@ class Models:
         return self.teacher.config
 
 
-def build_models(teacher_dir: Path, sspec: StudentSpec, spec: DistillSpec, meta: dict | None) -> Models:
+def build_models(teacher_dir: Path, sspec: StudentSpec, spec: DistillSpec, meta: dict | None,
+                 embeddings_dir: Path | None = None) -> Models:
     from ..modeling_minialbert import MiniAlbertForMaskedLM
 
     teacher, has_head = load_teacher(teacher_dir, need_head=True)
@@ -106,6 +107,10 @@ def build_models(teacher_dir: Path, sspec: StudentSpec, spec: DistillSpec, meta:
         from ..teacher_init import init_student_from_teacher
 
         init_info = init_student_from_teacher(student, teacher)
+    elif sspec.init == "embeddings":
+        from ..embedding_init import init_embeddings_from
+
+        init_info = init_embeddings_from(student, embeddings_dir, teacher_dir)
     return Models(teacher, has_head, student, layer_map, init_info)
 
 

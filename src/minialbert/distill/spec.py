@@ -27,7 +27,7 @@ RUNTIME_KEYS = frozenset(
 )
 
 # `--student-spec` = one `students` entry (these keys) merged with the `student` section (the rest)
-ENTRY_KEYS = ("name", "init", "distill")
+ENTRY_KEYS = ("name", "init", "distill", "embeddings")
 
 
 @dataclass
@@ -109,6 +109,7 @@ class StudentSpec:
     distill: bool
     preset: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    embeddings: dict[str, Any] | None = None  # init: embeddings: where the embedding layer comes from
 
     def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self.__dict__)
@@ -126,6 +127,9 @@ def parse_student_spec(obj: str | dict | None) -> StudentSpec:
     entry = settings.load_section("students.*", {"name": "unnamed" if name is None else name, **entry},
                                   where="student")
     model = settings.load_section("student", raw)  # keys of neither section are reported here
+    if (entry["init"] == "embeddings") != ("embeddings" in entry):
+        raise ValueError(f"student {name or 'unnamed'}: init: embeddings and an `embeddings` source go together "
+                         f"(init is {entry['init']!r}, embeddings {'given' if 'embeddings' in entry else 'missing'})")
     return StudentSpec(**{**entry, "name": name}, **model)
 
 

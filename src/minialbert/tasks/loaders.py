@@ -58,25 +58,29 @@ def _conll_columns(path: str, spec: dict) -> tuple[int, int]:
 def load_files(spec: dict) -> Source:
     kind, encoding = spec["kind"], spec["encoding"]
     splits: dict[str, list[Row] | None] = dict.fromkeys(SPLITS)
+    extra: dict[str, list[Row]] = {}
     files = {}
     label_values: list[tuple[str, int, Any]] = []
-    for split in SPLITS:
-        if not spec.get(split):
+    paths = {split: spec.get(split) for split in SPLITS}
+    paths.update(spec.get("extra_eval_splits") or {})  # MNLI-mismatched style: name -> file
+    for split, path in paths.items():
+        if not path:
             continue
-        path = str(spec[split])
+        path = str(path)
         fmt = _file_format(path, spec)
         files[split] = {"path": path, "sha256": hashlib.sha256(read_bytes(path)).hexdigest()}
         if fmt == "conll":
             if kind != "token_classification":
                 raise ValueError(f"{path}: format conll is for kind token_classification")
             tok_col, tag_col = _conll_columns(path, spec)
-            splits[split] = read_conll(path, encoding, tok_col, tag_col, spec.get("delimiter"), split)
+            rows = read_conll(path, encoding, tok_col, tag_col, spec.get("delimiter"), split)
         else:
             columns, records = read_table(path, fmt, encoding)
-            splits[split] = rows_from_records(path, split, kind, columns, records, spec, label_values)
+            rows = rows_from_records(path, split, kind, columns, records, spec, label_values)
+        (splits if split in SPLITS else extra)[split] = rows
     if kind != "token_classification":
         check_label_types(label_values, option(spec, "label_column", "label"))
-    return Source(splits, {"source": "files", "files": files})
+    return Source(splits, {"source": "files", "files": files}, extra)
 
 
 def _hf_layout(spec: dict) -> tuple[str, str | None, dict, dict]:
