@@ -55,7 +55,7 @@ def test_distill_stage_applies_the_schema_defaults():
     assert parse_spec({}).to_dict() == settings.defaults("distill")
     student = parse_student_spec({}).to_dict()
     entry = settings.load_section("students.*", {"name": "x"})
-    assert student == {**entry, "name": None, **settings.defaults("student")}
+    assert student == {**entry, "name": None, "embeddings": None, **settings.defaults("student")}  # no source by default
 
 
 def test_finetune_stage_applies_the_schema_defaults(monkeypatch):
