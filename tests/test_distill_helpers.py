@@ -132,6 +132,10 @@ def make_word_tokenizer(dest: Path, words=(*WORDS, FILLER)) -> Path:
     tok.post_processor = processors.BertProcessing(("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"]))
     tok.save(str(dest / "tokenizer.json"))
     (dest / "vocab.txt").write_text("".join(f"{t}\n" for t in vocab), encoding="utf-8")
+    # the special tokens by role, as a released BERT tokenizer has them (fine-tuning pads with [PAD])
+    (dest / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "BertTokenizer", "do_lower_case": True, "pad_token": "[PAD]", "unk_token": "[UNK]",
+        "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}), encoding="utf-8")
     return dest
 
 
