@@ -62,7 +62,7 @@ def dev_score(m: dict, task: dict) -> tuple[float, float, float]:
     if metric not in samples:
         raise RuntimeError(f"{task['name']}: no interval for {metric}: {problems}")
     samples = samples[metric]
-    lo, hi = np.percentile(samples, [2.5, 97.5])
+    lo, hi = np.nanpercentile(samples, [2.5, 97.5])  # a resample with constant predictions has no correlation
     return float(m["test"][metric]), float(lo), float(hi)
 
 
