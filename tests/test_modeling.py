@@ -461,7 +461,8 @@ def test_preset_parameter_counts_match_the_formula(name):
 def test_preset_shapes_and_errors():
     assert set(PRESETS) == {
         "general-e128", "general-e128-noadapters", "general-e312", "general-e312-noadapters",
-        "bio-e128", "bio-e128-noadapters", "offline-default", "offline-default-noadapters",
+        "bio-e128", "bio-e128-noadapters", "bio-e312", "bio-e312-noadapters", "offline-default",
+        "offline-default-noadapters",
     }
     offline = preset_config("offline-default")
     assert (offline.hidden_size, offline.num_recursions, offline.intermediate_size, offline.adapter_size) == (

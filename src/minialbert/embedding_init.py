@@ -18,7 +18,7 @@ import torch
 def _source_vocab(folder: Path) -> dict[str, int]:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder)).get_vocab()
+    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False).get_vocab()
 
 
 @torch.no_grad()
