@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 
 
-def _source_vocab(folder: Path) -> dict[str, int]:
-    from transformers import AutoTokenizer
+def _vocab_sha256(folder: Path) -> str:
+    # the same identity the tokenised corpus records (meta.json vocab_sha256)
+    from .data.packed import load_teacher_tokenizer, vocab_sha256
 
-    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False).get_vocab()
+    return vocab_sha256(load_teacher_tokenizer(folder)[0])
 
 
 @torch.no_grad()
@@ -50,7 +51,7 @@ def init_embeddings_from(student, source_dir: str | Path, teacher_dir: str | Pat
         have = getattr(t_emb, part).weight.shape[0]
         if have < need or (part == "word_embeddings" and have != need):
             raise ValueError(f"embeddings source {source_dir}: {part} has {have} rows, the student needs {need}")
-    if _source_vocab(source_dir) != _source_vocab(Path(teacher_dir)):
+    if _vocab_sha256(source_dir) != _vocab_sha256(Path(teacher_dir)):
         raise ValueError(f"embeddings source {source_dir}: its vocabulary differs from the teacher's "
                          f"({teacher_dir}); the copied rows would embed the wrong tokens")
 

@@ -78,7 +78,7 @@ _refuse_duplicate_keys(workflow.overwrite_configfiles or ["config/config.yaml"])
 def _check_students_against_the_teacher():
     """Checks that need the models: the student shape, and the layer map vs the teacher's depth
     (for a package or files teacher, whose config.json is on disk before any job runs)."""
-    from minialbert.distill.spec import resolve_layer_map
+    from minialbert.distill.spec import parse_student_spec, resolve_layer_map
     from minialbert.files import package_root
     from minialbert.modeling_minialbert import preset_config
 
@@ -96,8 +96,10 @@ def _check_students_against_the_teacher():
         layers = json.loads((folder / "config.json").read_text()).get("num_hidden_layers")
     sources = {}
     for name, entry in STUDENTS.items():
-        if (entry["init"] == "embeddings") != bool(entry.get("embeddings")):
-            config_error(f"students ('{name}')", "init: embeddings and an `embeddings` source go together")
+        try:  # the distill stage's own reading of this student (init and its embeddings source)
+            parse_student_spec({**config["student"], **entry})
+        except ValueError as err:
+            config_error(f"students ('{name}')", str(err))
         source = entry.get("embeddings")
         if source and sources.setdefault(source["name"], source) != source:
             config_error(f"students ('{name}').embeddings", f"two different sources are named '{source['name']}'")
