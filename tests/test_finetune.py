@@ -7,6 +7,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
@@ -446,3 +447,29 @@ def test_comparable_drops_only_what_differs_between_runs(tmp_path, student_dir, 
     second = run(student_dir, task_dirs["classification"], tmp_path / "2", epochs=1, seed=4)
     assert comparable(first) == comparable(second)
     assert "runtime" not in comparable(first) and "predictions" in comparable(first)
+
+
+def test_balanced_class_weights_values_and_effect(tmp_path, student_dir, task_dirs):
+    """n / (k * count) per class over train (absent classes weigh 0), and the run records the
+    setting and trains differently from the unweighted run."""
+    from minialbert.finetune.batches import Split
+
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2])  # counts 6, 2, 4 -> 12 / (4 * c)
+    arrays = {"offsets": np.arange(len(y) + 1), "ids": np.zeros(len(y), dtype=np.int64), "y": y,
+              "has_labels": np.array([True])}
+    w = loop.balanced_class_weights(Split(arrays, "classification", 0), 4)
+    assert torch.allclose(w, torch.tensor([0.5, 1.5, 0.75, 0.0]))
+    # every class carries the same total weight
+    assert torch.allclose(torch.bincount(torch.from_numpy(y), minlength=4)[:3] * w[:3], torch.tensor(3.0))
+    subset = Split(arrays, "classification", 0, subset=[0, 6, 8])
+    assert torch.allclose(loop.balanced_class_weights(subset, 3), torch.tensor([1.0, 1.0, 1.0]))
+
+    plain = run(student_dir, task_dirs["classification"], tmp_path / "none", epochs=1)
+    weighted = run(student_dir, task_dirs["classification"], tmp_path / "bal", epochs=1,
+                   class_weights="balanced")
+    assert plain["settings"]["class_weights"] == "none"
+    assert weighted["settings"]["class_weights"] == "balanced"
+    # the tiny task is balanced (8 per class): balanced weights are all 1, the same arithmetic
+    assert weighted["history"][0]["train_loss"] == pytest.approx(plain["history"][0]["train_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="class_weights"):
+        run(student_dir, task_dirs["classification"], tmp_path / "bad", epochs=1, class_weights="auto")

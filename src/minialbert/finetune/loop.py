@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import settings
@@ -26,12 +27,21 @@ from .protocol import Protocol, choose_protocol, slice_indices
 from .results import runtime_block
 
 
-def _loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _loss(kind: str, logits: torch.Tensor, labels: torch.Tensor,
+          class_weight: torch.Tensor | None = None) -> torch.Tensor:
     if kind == "regression":
         return torch.nn.functional.mse_loss(logits.squeeze(-1), labels)
     if kind == "token_classification":
         return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-    return torch.nn.functional.cross_entropy(logits, labels)
+    return torch.nn.functional.cross_entropy(logits, labels, weight=class_weight)
+
+
+def balanced_class_weights(train: Split, n_labels: int) -> torch.Tensor:
+    """n / (k * count_c) over the train split (scikit-learn's "balanced"): every class carries the
+    same total weight, so an imbalanced task cannot be won by predicting the majority class."""
+    counts = np.bincount(train.a["y"][train.index], minlength=n_labels).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (n_labels * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def _score(metrics: dict, name: str) -> float:
@@ -49,14 +59,15 @@ def _check_args(mode: str, lr: float, model_dir: Path) -> None:
 
 
 def _train_epoch(model, train: Split, optimizer, scheduler, params: list, kind: str, s: dict,
-                 seed: int, epoch: int, device, precision: str) -> float:
+                 seed: int, epoch: int, device, precision: str,
+                 class_weight: torch.Tensor | None = None) -> float:
     """One pass over the train split; the mean training loss."""
     loss_sum, n_batches = 0.0, 0
     for step, batch_idx in enumerate(train.train_batches(s["batch_size"], seed, epoch), 1):
         batch = train.collate(batch_idx, device)
         with autocast(device, precision):
             logits = forward_logits(model, batch)
-        loss = _loss(kind, logits, batch["labels"])
+        loss = _loss(kind, logits, batch["labels"], class_weight)
         if not torch.isfinite(loss):
             lr = optimizer.param_groups[0]["lr"]
             raise StageError(f"epoch {epoch}, step {step}: the training loss is {loss.item()} (lr "
@@ -97,12 +108,15 @@ def _fit(model, train: Split, selection: Split, proto: Protocol, task: dict, s: 
     scheduler = get_scheduler(s["scheduler"], optimizer,
                               num_warmup_steps=int(round(s["warmup_ratio"] * total_steps)),
                               num_training_steps=total_steps)
+    class_weight = None
+    if s["class_weights"] == "balanced" and task["kind"] in ("classification", "pair_classification"):
+        class_weight = balanced_class_weights(train, len(task["labels"])).to(device)
     fit, best_score = _Fit(), -math.inf
     model.train()
     for epoch in range(1, s["epochs"] + 1):
         t0 = time.perf_counter()
         loss = _train_epoch(model, train, optimizer, scheduler, params, task["kind"], s, seed,
-                            epoch, device, precision)
+                            epoch, device, precision, class_weight)
         seconds = time.perf_counter() - t0
         fit.epoch_seconds.append(round(seconds, 3))
         metrics, predictions = evaluate(model, selection, task, s, device, precision)
