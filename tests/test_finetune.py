@@ -450,8 +450,8 @@ def test_comparable_drops_only_what_differs_between_runs(tmp_path, student_dir, 
 
 
 def test_balanced_class_weights_values_and_effect(tmp_path, student_dir, task_dirs):
-    """n / (k * count) per class over train (absent classes weigh 0), and the run records the
-    setting and trains differently from the unweighted run."""
+    """n / (k * count) per class over train (absent classes weigh 0); a run records the setting,
+    and on a balanced task the weights are all 1, so it trains exactly as the unweighted run."""
     from minialbert.finetune.batches import Split
 
     y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2])  # counts 6, 2, 4 -> 12 / (4 * c)
